@@ -1,0 +1,290 @@
+//! Whole-config validation: names resolve, kinds carry their settings, values are
+//! in range, and features a backend cannot serve are refused up front. Every
+//! problem is collected, each with the path of its field.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::{Config, CoordinatorMode, SessionMode, StateBackend};
+
+/// One configuration problem: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Path of the field, e.g. `routes[1].credentials[0]`.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// True for a valid HTTP header name (RFC 9110 token).
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn unique<'a>(
+    names: impl Iterator<Item = &'a str>,
+    section: &str,
+    errors: &mut Vec<ConfigError>,
+) -> HashSet<&'a str> {
+    let mut seen = HashSet::new();
+    for (i, name) in names.enumerate() {
+        if name.is_empty() {
+            errors.push(ConfigError::new(format!("{section}[{i}].name"), "must not be empty"));
+        } else if !seen.insert(name) {
+            errors.push(ConfigError::new(
+                format!("{section}[{i}].name"),
+                format!("duplicate name \"{name}\""),
+            ));
+        }
+    }
+    seen
+}
+
+impl Config {
+    /// Checks the whole configuration and returns every problem found.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let e = &mut errors;
+        if !self.node.intent_path.starts_with('/') {
+            e.push(ConfigError::new("node.intent_path", "must start with \"/\""));
+        }
+        if self.limits.max_header_bytes < 8192 || self.limits.max_header_bytes > 1 << 20 {
+            e.push(ConfigError::new(
+                "limits.max_header_bytes",
+                "must be between 8192 and 1048576",
+            ));
+        }
+        if self.state.backend == StateBackend::Redis {
+            e.push(ConfigError::new(
+                "state.backend",
+                "\"redis\" is not available in this build; use \"memory\"",
+            ));
+        }
+        if self.coordinator.mode != CoordinatorMode::Embedded {
+            e.push(ConfigError::new(
+                "coordinator.mode",
+                "only \"embedded\" is available in this build",
+            ));
+        }
+        unique(self.clients.iter().map(|c| c.name.as_str()), "clients", e);
+        for (i, c) in self.clients.iter().enumerate() {
+            let path = format!("clients[{i}]");
+            match (&c.key_sha256, &c.key) {
+                (Some(_), Some(_)) | (None, None) => e.push(ConfigError::new(
+                    path.clone(),
+                    "set exactly one of key_sha256 and key",
+                )),
+                _ => {}
+            }
+            if let Some(d) = &c.key_sha256 {
+                if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    e.push(ConfigError::new(
+                        format!("{path}.key_sha256"),
+                        "must be 64 hex digits (a SHA-256 digest)",
+                    ));
+                }
+            }
+        }
+        let creds = unique(self.credentials.iter().map(|c| c.name.as_str()), "credentials", e);
+        for (i, c) in self.credentials.iter().enumerate() {
+            let path = format!("credentials[{i}]");
+            if let Err(errs) = c.spec(&path) {
+                e.extend(errs);
+            }
+            if !is_header_name(&c.inject.header) {
+                e.push(ConfigError::new(
+                    format!("{path}.inject.header"),
+                    format!("\"{}\" is not a valid header name", c.inject.header),
+                ));
+            }
+            if !c.inject.value.contains("{token}") {
+                e.push(ConfigError::new(
+                    format!("{path}.inject.value"),
+                    "must contain \"{token}\"",
+                ));
+            }
+            if c.failure_threshold == 0 {
+                e.push(ConfigError::new(format!("{path}.failure_threshold"), "must be at least 1"));
+            }
+        }
+        let ups = unique(self.upstreams.iter().map(|u| u.name.as_str()), "upstreams", e);
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.targets.is_empty() {
+                e.push(ConfigError::new(format!("upstreams[{i}].targets"), "needs at least one target"));
+            }
+            for (j, t) in u.targets.iter().enumerate() {
+                if !(t.starts_with("http://") || t.starts_with("https://")) {
+                    e.push(ConfigError::new(
+                        format!("upstreams[{i}].targets[{j}]"),
+                        format!("\"{t}\" must start with http:// or https://"),
+                    ));
+                }
+            }
+            if u.eject_after == 0 {
+                e.push(ConfigError::new(format!("upstreams[{i}].eject_after"), "must be at least 1"));
+            }
+        }
+        unique(self.routes.iter().map(|r| r.name.as_str()), "routes", e);
+        for (i, r) in self.routes.iter().enumerate() {
+            let path = format!("routes[{i}]");
+            if !r.path_prefix.starts_with('/') {
+                e.push(ConfigError::new(format!("{path}.path_prefix"), "must start with \"/\""));
+            }
+            if r.path_prefix.starts_with(&self.node.intent_path) {
+                e.push(ConfigError::new(
+                    format!("{path}.path_prefix"),
+                    format!("is shadowed by node.intent_path \"{}\"", self.node.intent_path),
+                ));
+            }
+            if !ups.contains(r.upstream.as_str()) {
+                e.push(ConfigError::new(
+                    format!("{path}.upstream"),
+                    format!("unknown upstream \"{}\"", r.upstream),
+                ));
+            }
+            for (j, c) in r.credentials.iter().enumerate() {
+                if !creds.contains(c.as_str()) {
+                    e.push(ConfigError::new(
+                        format!("{path}.credentials[{j}]"),
+                        format!("unknown credential \"{c}\""),
+                    ));
+                }
+            }
+            for (j, p) in r.public_paths.iter().enumerate() {
+                if !p.starts_with('/') {
+                    e.push(ConfigError::new(format!("{path}.public_paths[{j}]"), "must start with \"/\""));
+                }
+            }
+            if let Some(max) = r.max_body {
+                if max > self.limits.max_body {
+                    e.push(ConfigError::new(
+                        format!("{path}.max_body"),
+                        "may only lower limits.max_body",
+                    ));
+                }
+            }
+            if r.session == SessionMode::Mcp {
+                e.push(ConfigError::new(
+                    format!("{path}.session"),
+                    "\"mcp\" sessions are not available in this build",
+                ));
+            }
+            if r.sse.replay {
+                e.push(ConfigError::new(
+                    format!("{path}.sse.replay"),
+                    "Last-Event-ID replay is not available in this build",
+                ));
+            }
+            if r.sse.max_event_bytes.as_u64() < 1024 {
+                e.push(ConfigError::new(format!("{path}.sse.max_event_bytes"), "must be at least 1KiB"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Config {
+        toml::from_str(s).expect("parse")
+    }
+
+    #[test]
+    fn design_example_shape_validates() {
+        let cfg = parse(
+            r#"
+            [[clients]]
+            name = "ci"
+            key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            [[credentials]]
+            name = "a"
+            kind = "oauth2_client_credentials"
+            token_url = "http://idp/token"
+            client_id = "abc"
+            client_secret = { env = "X" }
+            [[credentials]]
+            name = "b"
+            kind = "jwt"
+            signing_key = "k"
+            claims = { iss = "rhizome", n = 3 }
+            lifetime = "1h"
+            [[upstreams]]
+            name = "api"
+            targets = ["http://127.0.0.1:1"]
+            [[routes]]
+            name = "api"
+            path_prefix = "/api/"
+            upstream = "api"
+            credentials = ["a", "b"]
+            "#,
+        );
+        assert_eq!(cfg.validate(), Ok(()));
+    }
+
+    #[test]
+    fn reports_every_error_with_its_path() {
+        let cfg = parse(
+            r#"
+            [[credentials]]
+            name = "a"
+            kind = "oauth2_client_credentials"
+            token = "misplaced"
+            [[upstreams]]
+            name = "api"
+            targets = ["ftp://x"]
+            [[routes]]
+            name = "r"
+            path_prefix = "/r/"
+            upstream = "nope"
+            credentials = ["a", "x"]
+            "#,
+        );
+        let errs: Vec<String> = cfg
+            .validate()
+            .expect_err("invalid")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for want in [
+            "credentials[0].token: not a setting of kind \"oauth2_client_credentials\"",
+            "credentials[0].token_url: required for kind \"oauth2_client_credentials\"",
+            "upstreams[0].targets[0]: \"ftp://x\" must start with http:// or https://",
+            "routes[0].upstream: unknown upstream \"nope\"",
+            "routes[0].credentials[1]: unknown credential \"x\"",
+        ] {
+            assert!(errs.iter().any(|e| e == want), "missing {want:?} in {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<Config>("[node]\nlisten_typo = 1").expect_err("unknown key");
+        assert!(err.to_string().contains("listen_typo"), "{err}");
+    }
+}

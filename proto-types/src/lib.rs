@@ -1,0 +1,17 @@
+//! Types shared by Rhizome nodes and coordinators. No I/O, no runtime: only data,
+//! its validation and the error codes that cross process boundaries.
+//!
+//! # Layout
+//! - [`config`]: the typed configuration model of DESIGN §3 and its validation,
+//!   which reports every problem with the path of the offending field.
+//! - [`secret`]: [`Secret`], a reference to a secret value (inline, `{ env }` or
+//!   `{ file }`) whose `Debug` never prints the value.
+//! - [`error`]: [`ErrorCode`], the stable `snake_case` codes of Rhizome's own JSON errors.
+
+pub mod config;
+pub mod error;
+pub mod secret;
+
+pub use config::Config;
+pub use error::ErrorCode;
+pub use secret::Secret;
