@@ -83,7 +83,11 @@ mod tests {
 
     #[test]
     fn wire_names_match_serde() {
-        for code in [ErrorCode::NoRoute, ErrorCode::NoHealthyCredential, ErrorCode::Internal] {
+        for code in [
+            ErrorCode::NoRoute,
+            ErrorCode::NoHealthyCredential,
+            ErrorCode::Internal,
+        ] {
             let json = format!("\"{}\"", code.as_str());
             let parsed: ErrorCode = serde_json_like(&json);
             assert_eq!(parsed, code);

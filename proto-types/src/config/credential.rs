@@ -160,9 +160,13 @@ impl CredentialConfig {
         };
         let allowed: &[&str] = match self.kind {
             CredentialKind::Static => &["token"],
-            CredentialKind::Oauth2ClientCredentials => {
-                &["token_url", "client_id", "client_secret", "client_auth", "scope"]
-            }
+            CredentialKind::Oauth2ClientCredentials => &[
+                "token_url",
+                "client_id",
+                "client_secret",
+                "client_auth",
+                "scope",
+            ],
             CredentialKind::Jwt => &["signing_key", "algorithm", "claims", "lifetime"],
         };
         let present = [
@@ -206,8 +210,20 @@ impl CredentialConfig {
                     .map(|token| CredentialSpec::Static { token })
             }
             CredentialKind::Oauth2ClientCredentials => {
-                let url = need(self.token_url.as_deref(), path, "token_url", kind_name, &mut errors);
-                let id = need(self.client_id.as_deref(), path, "client_id", kind_name, &mut errors);
+                let url = need(
+                    self.token_url.as_deref(),
+                    path,
+                    "token_url",
+                    kind_name,
+                    &mut errors,
+                );
+                let id = need(
+                    self.client_id.as_deref(),
+                    path,
+                    "client_id",
+                    kind_name,
+                    &mut errors,
+                );
                 let secret = need(
                     self.client_secret.as_ref(),
                     path,
@@ -229,7 +245,13 @@ impl CredentialConfig {
                 }
             }
             CredentialKind::Jwt => {
-                let key = need(self.signing_key.as_ref(), path, "signing_key", kind_name, &mut errors);
+                let key = need(
+                    self.signing_key.as_ref(),
+                    path,
+                    "signing_key",
+                    kind_name,
+                    &mut errors,
+                );
                 let lifetime = self.lifetime.unwrap_or(Duration::from_secs(3600));
                 if lifetime <= self.refresh_margin {
                     errors.push(ConfigError::new(

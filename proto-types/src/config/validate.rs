@@ -49,7 +49,10 @@ fn unique<'a>(
     let mut seen = HashSet::new();
     for (i, name) in names.enumerate() {
         if name.is_empty() {
-            errors.push(ConfigError::new(format!("{section}[{i}].name"), "must not be empty"));
+            errors.push(ConfigError::new(
+                format!("{section}[{i}].name"),
+                "must not be empty",
+            ));
         } else if !seen.insert(name) {
             errors.push(ConfigError::new(
                 format!("{section}[{i}].name"),
@@ -66,7 +69,10 @@ impl Config {
         let mut errors = Vec::new();
         let e = &mut errors;
         if !self.node.intent_path.starts_with('/') {
-            e.push(ConfigError::new("node.intent_path", "must start with \"/\""));
+            e.push(ConfigError::new(
+                "node.intent_path",
+                "must start with \"/\"",
+            ));
         }
         if self.limits.max_header_bytes < 8192 || self.limits.max_header_bytes > 1 << 20 {
             e.push(ConfigError::new(
@@ -105,7 +111,11 @@ impl Config {
                 }
             }
         }
-        let creds = unique(self.credentials.iter().map(|c| c.name.as_str()), "credentials", e);
+        let creds = unique(
+            self.credentials.iter().map(|c| c.name.as_str()),
+            "credentials",
+            e,
+        );
         for (i, c) in self.credentials.iter().enumerate() {
             let path = format!("credentials[{i}]");
             if let Err(errs) = c.spec(&path) {
@@ -124,13 +134,23 @@ impl Config {
                 ));
             }
             if c.failure_threshold == 0 {
-                e.push(ConfigError::new(format!("{path}.failure_threshold"), "must be at least 1"));
+                e.push(ConfigError::new(
+                    format!("{path}.failure_threshold"),
+                    "must be at least 1",
+                ));
             }
         }
-        let ups = unique(self.upstreams.iter().map(|u| u.name.as_str()), "upstreams", e);
+        let ups = unique(
+            self.upstreams.iter().map(|u| u.name.as_str()),
+            "upstreams",
+            e,
+        );
         for (i, u) in self.upstreams.iter().enumerate() {
             if u.targets.is_empty() {
-                e.push(ConfigError::new(format!("upstreams[{i}].targets"), "needs at least one target"));
+                e.push(ConfigError::new(
+                    format!("upstreams[{i}].targets"),
+                    "needs at least one target",
+                ));
             }
             for (j, t) in u.targets.iter().enumerate() {
                 if !(t.starts_with("http://") || t.starts_with("https://")) {
@@ -141,19 +161,28 @@ impl Config {
                 }
             }
             if u.eject_after == 0 {
-                e.push(ConfigError::new(format!("upstreams[{i}].eject_after"), "must be at least 1"));
+                e.push(ConfigError::new(
+                    format!("upstreams[{i}].eject_after"),
+                    "must be at least 1",
+                ));
             }
         }
         unique(self.routes.iter().map(|r| r.name.as_str()), "routes", e);
         for (i, r) in self.routes.iter().enumerate() {
             let path = format!("routes[{i}]");
             if !r.path_prefix.starts_with('/') {
-                e.push(ConfigError::new(format!("{path}.path_prefix"), "must start with \"/\""));
+                e.push(ConfigError::new(
+                    format!("{path}.path_prefix"),
+                    "must start with \"/\"",
+                ));
             }
             if r.path_prefix.starts_with(&self.node.intent_path) {
                 e.push(ConfigError::new(
                     format!("{path}.path_prefix"),
-                    format!("is shadowed by node.intent_path \"{}\"", self.node.intent_path),
+                    format!(
+                        "is shadowed by node.intent_path \"{}\"",
+                        self.node.intent_path
+                    ),
                 ));
             }
             if !ups.contains(r.upstream.as_str()) {
@@ -172,7 +201,10 @@ impl Config {
             }
             for (j, p) in r.public_paths.iter().enumerate() {
                 if !p.starts_with('/') {
-                    e.push(ConfigError::new(format!("{path}.public_paths[{j}]"), "must start with \"/\""));
+                    e.push(ConfigError::new(
+                        format!("{path}.public_paths[{j}]"),
+                        "must start with \"/\"",
+                    ));
                 }
             }
             if let Some(max) = r.max_body {
@@ -196,7 +228,10 @@ impl Config {
                 ));
             }
             if r.sse.max_event_bytes.as_u64() < 1024 {
-                e.push(ConfigError::new(format!("{path}.sse.max_event_bytes"), "must be at least 1KiB"));
+                e.push(ConfigError::new(
+                    format!("{path}.sse.max_event_bytes"),
+                    "must be at least 1KiB",
+                ));
             }
         }
         if errors.is_empty() {
@@ -278,7 +313,10 @@ mod tests {
             "routes[0].upstream: unknown upstream \"nope\"",
             "routes[0].credentials[1]: unknown credential \"x\"",
         ] {
-            assert!(errs.iter().any(|e| e == want), "missing {want:?} in {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e == want),
+                "missing {want:?} in {errs:#?}"
+            );
         }
     }
 

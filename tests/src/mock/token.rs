@@ -44,15 +44,13 @@ pub(crate) fn form_decode(s: &[u8]) -> String {
     while i < s.len() {
         match s[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() + 0 && i + 2 <= s.len() - 1 => {
-                match (hex(s[i + 1]), hex(s[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -76,8 +74,10 @@ pub(crate) fn parse_basic(value: &str) -> Option<(String, String)> {
 
 fn oauth_error(status: StatusCode, error: &str) -> Response {
     let mut resp = (status, Json(json!({ "error": error }))).into_response();
-    resp.headers_mut()
-        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     if status == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
@@ -172,8 +172,10 @@ pub(crate) async fn token(
         body["scope"] = json!(scope);
     }
     let mut resp = Json(body).into_response();
-    resp.headers_mut()
-        .insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -188,7 +190,10 @@ mod tests {
             parse_basic(&format!("Basic {enc}")),
             Some(("svc".into(), "pa:ss".into()))
         );
-        assert_eq!(parse_basic(&format!("basic  {enc}")).map(|c| c.0), Some("svc".into()));
+        assert_eq!(
+            parse_basic(&format!("basic  {enc}")).map(|c| c.0),
+            Some("svc".into())
+        );
         assert_eq!(parse_basic(&format!("Bearer {enc}")), None);
         assert_eq!(parse_basic("Basic !!!"), None);
         let no_colon = base64::engine::general_purpose::STANDARD.encode("svc");

@@ -1,0 +1,315 @@
+//! The per-credential token cache: the hot path reads the current token under a
+//! short read lock (no I/O); obtaining one is single-flight. A caller that finds
+//! no usable token waits for the one fetch in progress and shares its outcome,
+//! success or failure, so a cold cache hit by 100 requests makes one token call
+//! and a failing endpoint is not hammered by every waiter in turn. Versions
+//! grow by one per stored token; invalidation is compare-and-set on the version,
+//! so a storm of 401s for version v invalidates once.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use secrecy::SecretString;
+use tokio::sync::watch;
+
+use super::source::{Minted, TokenError};
+
+/// A token as held in the cache.
+#[derive(Debug)]
+pub struct Token {
+    /// The token value (never logged: `SecretString` prints nothing).
+    pub value: SecretString,
+    /// Grows by one per token stored for this credential.
+    pub version: u64,
+    /// Monotonic expiry, when the token has one.
+    pub expires_at: Option<Instant>,
+    /// When the owner refreshes it ahead of expiry.
+    refresh_at: Option<Instant>,
+    /// From when it is no longer handed out to requests.
+    stale_at: Option<Instant>,
+    /// Wall-clock expiry, for the admin view.
+    pub expires_at_wall: Option<SystemTime>,
+    /// Non-secret claims (for JWTs), for the admin view.
+    pub claims: Option<serde_json::Value>,
+    /// Set when a request used this token: an unused token is not refreshed ahead.
+    used: AtomicBool,
+}
+
+impl Token {
+    /// Marks the token as used by a request.
+    pub fn mark_used(&self) {
+        self.used.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The cache of one credential.
+#[derive(Debug)]
+pub struct TokenCache {
+    current: RwLock<Option<Arc<Token>>>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    attempts: AtomicU64,
+    last_outcome: Mutex<Option<Result<Arc<Token>, TokenError>>>,
+    next_version: AtomicU64,
+    refresh_margin: Duration,
+    changed: watch::Sender<u64>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl TokenCache {
+    /// A cache refreshing `refresh_margin` before expiry (at most half-way
+    /// through a token's life, so short-lived tokens do not spin). Requests keep
+    /// using the current token until half the margin (at most a quarter of its
+    /// life) is left, so the refresher normally replaces it before anyone waits.
+    pub fn new(refresh_margin: Duration) -> Self {
+        TokenCache {
+            current: RwLock::new(None),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            attempts: AtomicU64::new(0),
+            last_outcome: Mutex::new(None),
+            next_version: AtomicU64::new(1),
+            refresh_margin,
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// The current token if it can still be handed out.
+    pub fn usable(&self) -> Option<Arc<Token>> {
+        let cur = read(&self.current);
+        let t = cur.as_ref()?;
+        match t.stale_at {
+            Some(stale) if Instant::now() >= stale => None,
+            _ => Some(t.clone()),
+        }
+    }
+
+    /// The current token, usable or not (admin view).
+    pub fn peek(&self) -> Option<Arc<Token>> {
+        read(&self.current).clone()
+    }
+
+    /// When the current token should be refreshed ahead, and whether a request
+    /// has used it (an unused token is left to lapse).
+    pub fn refresh_due(&self) -> Option<(Instant, bool)> {
+        let cur = read(&self.current);
+        let t = cur.as_ref()?;
+        t.refresh_at.map(|at| (at, t.used.load(Ordering::Relaxed)))
+    }
+
+    /// Subscribes to token changes (stores and invalidations).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Returns a usable token, or obtains one through `fetch`, single-flight.
+    /// With `force`, obtains a new one unless a fetch completed while waiting.
+    pub async fn obtain<F, Fut>(&self, force: bool, fetch: F) -> Result<Arc<Token>, TokenError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Minted, TokenError>>,
+    {
+        let seen = self.attempts.load(Ordering::Acquire);
+        if !force {
+            if let Some(t) = self.usable() {
+                return Ok(t);
+            }
+        }
+        let _guard = self.fetch_lock.lock().await;
+        if self.attempts.load(Ordering::Acquire) != seen {
+            if let Some(outcome) = lock(&self.last_outcome).clone() {
+                return outcome;
+            }
+        }
+        if !force {
+            if let Some(t) = self.usable() {
+                return Ok(t);
+            }
+        }
+        let outcome = fetch().await.map(|minted| self.store(minted));
+        *lock(&self.last_outcome) = Some(outcome.clone());
+        self.attempts.fetch_add(1, Ordering::Release);
+        outcome
+    }
+
+    fn store(&self, minted: Minted) -> Arc<Token> {
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let refresh_in = minted
+            .expires_in
+            .map(|life| life.saturating_sub(self.refresh_margin).max(life / 2));
+        let stale_in = minted
+            .expires_in
+            .map(|life| life - (self.refresh_margin / 2).min(life / 4));
+        let token = Arc::new(Token {
+            value: minted.value,
+            version,
+            expires_at: minted.expires_in.map(|d| now + d),
+            refresh_at: refresh_in.map(|d| now + d),
+            stale_at: stale_in.map(|d| now + d),
+            expires_at_wall: minted.expires_in.map(|d| SystemTime::now() + d),
+            claims: minted.claims,
+            used: AtomicBool::new(false),
+        });
+        *write(&self.current) = Some(token.clone());
+        self.changed.send_replace(version);
+        token
+    }
+
+    /// Drops the current token if it is still `version` (compare-and-set).
+    /// Returns true when this call invalidated it.
+    pub fn invalidate(&self, version: u64) -> bool {
+        let mut cur = write(&self.current);
+        if cur.as_ref().is_some_and(|t| t.version == version) {
+            *cur = None;
+            drop(cur);
+            self.changed.send_replace(version);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops the current token whatever its version (admin `DELETE`).
+    pub fn clear(&self) -> Option<u64> {
+        let old = write(&self.current).take().map(|t| t.version);
+        if let Some(v) = old {
+            self.changed.send_replace(v);
+        }
+        old
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn minted(secs: u64) -> Minted {
+        Minted {
+            value: SecretString::from("t".to_string()),
+            expires_in: Some(Duration::from_secs(secs)),
+            claims: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_cold_callers_share_one_fetch() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .obtain(false, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        Ok(minted(3600))
+                    })
+                    .await
+                    .map(|t| t.version)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("join").expect("token"), 1);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_are_shared_not_repeated_by_waiters() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let first = {
+            let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
+            tokio::spawn(async move {
+                cache
+                    .obtain(false, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        gate.notified().await;
+                        Err(TokenError::Endpoint {
+                            status: 500,
+                            error: None,
+                        })
+                    })
+                    .await
+            })
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let waiter = {
+            let (cache, calls) = (cache.clone(), calls.clone());
+            tokio::spawn(async move {
+                cache
+                    .obtain(false, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok(minted(3600))
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        gate.notify_one();
+        assert!(first.await.expect("join").is_err());
+        assert!(
+            waiter.await.expect("join").is_err(),
+            "waiter shares the failure"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn invalidate_is_compare_and_set() {
+        let cache = TokenCache::new(Duration::from_secs(10));
+        let t = cache
+            .obtain(false, || async { Ok(minted(3600)) })
+            .await
+            .expect("token");
+        assert!(cache.invalidate(t.version));
+        assert!(
+            !cache.invalidate(t.version),
+            "second invalidation of v is a no-op"
+        );
+        let t2 = cache
+            .obtain(false, || async { Ok(minted(3600)) })
+            .await
+            .expect("token");
+        assert_eq!(t2.version, t.version + 1);
+        assert!(
+            !cache.invalidate(t.version),
+            "stale version leaves the new token"
+        );
+        assert!(cache.usable().is_some());
+    }
+
+    #[tokio::test]
+    async fn short_lived_tokens_are_refreshed_half_way() {
+        let cache = TokenCache::new(Duration::from_secs(10));
+        cache
+            .obtain(false, || async { Ok(minted(4)) })
+            .await
+            .expect("token");
+        assert!(
+            cache.usable().is_some(),
+            "a fresh 4s token is usable for 3s"
+        );
+        let (due, used) = cache.refresh_due().expect("due");
+        assert!(!used);
+        assert!(
+            due > Instant::now() + Duration::from_millis(1500),
+            "refreshed half-way, not at once"
+        );
+    }
+}

@@ -1,0 +1,98 @@
+//! Credential health: consecutive failures (token-endpoint errors and 401s that
+//! survive a fresh token) put a credential in cooldown once they reach
+//! `failure_threshold`; the cooldown starts at 1 s and doubles with every
+//! further failure up to `cooldown_max`. One success clears it. After the
+//! cooldown the credential is tried again (half-open): a failure cools it down
+//! again for twice as long.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Health of one credential.
+#[derive(Debug)]
+pub struct Health {
+    threshold: u32,
+    cooldown_max: Duration,
+    /// Set while any failure is recorded: `success` on the hot path is one load.
+    failing: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct State {
+    failures: u32,
+    cooldown_until: Option<Instant>,
+}
+
+impl Health {
+    /// A healthy credential with the given policy.
+    pub fn new(threshold: u32, cooldown_max: Duration) -> Self {
+        Health {
+            threshold: threshold.max(1),
+            cooldown_max,
+            failing: AtomicBool::new(false),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a success: failures and cooldown are cleared.
+    pub fn success(&self) {
+        if self.failing.swap(false, Ordering::AcqRel) {
+            *self.state() = State::default();
+        }
+    }
+
+    /// Records a failure; returns the cooldown it started, if any.
+    pub fn failure(&self) -> Option<Duration> {
+        let mut s = self.state();
+        self.failing.store(true, Ordering::Release);
+        s.failures = s.failures.saturating_add(1);
+        if s.failures < self.threshold {
+            return None;
+        }
+        let doublings = (s.failures - self.threshold).min(20);
+        let cooldown = Duration::from_secs(1u64 << doublings).min(self.cooldown_max);
+        s.cooldown_until = Some(Instant::now() + cooldown);
+        Some(cooldown)
+    }
+
+    /// Time left in cooldown, if cooling down now.
+    pub fn cooldown_left(&self) -> Option<Duration> {
+        let until = self.state().cooldown_until?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.state().failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldown_starts_at_threshold_and_doubles_to_the_cap() {
+        let h = Health::new(3, Duration::from_secs(5));
+        assert_eq!(h.failure(), None);
+        assert_eq!(h.failure(), None);
+        assert_eq!(h.failure(), Some(Duration::from_secs(1)));
+        assert!(h.cooldown_left().is_some());
+        assert_eq!(h.failure(), Some(Duration::from_secs(2)));
+        assert_eq!(h.failure(), Some(Duration::from_secs(4)));
+        assert_eq!(h.failure(), Some(Duration::from_secs(5)));
+        h.success();
+        assert_eq!(h.cooldown_left(), None);
+        assert_eq!(h.failures(), 0);
+    }
+}

@@ -1,0 +1,346 @@
+//! Upstream credentials: how each obtains its token ([`source`]), the per-node
+//! token cache ([`cache`]), health and cooldown ([`health`]), the round-robin
+//! [`Pool`] a route picks from, and the owner's refresher that renews tokens
+//! `refresh_margin` ahead of expiry. On the embedded default this node owns
+//! every credential (DESIGN §4, single-node part).
+
+pub mod cache;
+pub mod health;
+pub mod source;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rhizome_proto::config::{ConfigError, CredentialConfig, CredentialKind};
+use rhizome_proto::ErrorCode;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ProxyError;
+use crate::metrics;
+use crate::upstream::HttpClient;
+pub use cache::Token;
+use cache::TokenCache;
+use health::Health;
+use source::{TokenError, TokenSource};
+
+/// One configured credential and its live state.
+#[derive(Debug)]
+pub struct Credential {
+    /// Name from the config.
+    pub name: String,
+    /// Its kind.
+    pub kind: CredentialKind,
+    inject_header: HeaderName,
+    inject_template: String,
+    source: TokenSource,
+    cache: TokenCache,
+    health: Health,
+    http: HttpClient,
+}
+
+/// What the admin API shows of a credential; never the token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CredentialView {
+    /// Name.
+    pub name: String,
+    /// Kind (`static`, `oauth2_client_credentials`, `jwt`).
+    pub kind: String,
+    /// Node that refreshes it.
+    pub owner: String,
+    /// Ownership epoch (always 1 on the embedded default).
+    pub epoch: u64,
+    /// Whether a token is cached.
+    pub has_token: bool,
+    /// Seconds until the cached token expires.
+    pub expires_in: Option<u64>,
+    /// Expiry as a Unix timestamp.
+    pub expires_at: Option<u64>,
+    /// Version of the cached token.
+    pub version: Option<u64>,
+    /// Seconds of cooldown left.
+    pub cooldown: Option<f64>,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Non-secret JWT claims (`iss`, `sub`, `aud`, `scope`, `exp`...).
+    #[schema(value_type = Option<Object>)]
+    pub claims: Option<serde_json::Value>,
+}
+
+impl Credential {
+    /// Builds credential `index` of the config, resolving its secrets.
+    pub fn from_config(
+        index: usize,
+        cfg: &CredentialConfig,
+        http: HttpClient,
+    ) -> Result<Self, ConfigError> {
+        let path = format!("credentials[{index}]");
+        let spec = cfg.spec(&path).map_err(|mut e| e.remove(0))?;
+        let source = TokenSource::from_spec(&spec)
+            .map_err(|e| ConfigError::new(path.clone(), e.to_string()))?;
+        let inject_header = HeaderName::from_bytes(cfg.inject.header.as_bytes())
+            .map_err(|e| ConfigError::new(format!("{path}.inject.header"), e.to_string()))?;
+        Ok(Credential {
+            name: cfg.name.clone(),
+            kind: cfg.kind,
+            inject_header,
+            inject_template: cfg.inject.value.clone(),
+            source,
+            cache: TokenCache::new(cfg.refresh_margin),
+            health: Health::new(cfg.failure_threshold, cfg.cooldown_max),
+            http,
+        })
+    }
+
+    /// A usable token: from the cache, or obtained now (single-flight).
+    pub async fn token(&self) -> Result<Arc<Token>, TokenError> {
+        let token = self.cache.obtain(false, || self.fetch()).await?;
+        token.mark_used();
+        Ok(token)
+    }
+
+    /// Obtains a new token now, unless one was obtained while waiting.
+    pub async fn refresh(&self) -> Result<Arc<Token>, TokenError> {
+        self.cache.obtain(true, || self.fetch()).await
+    }
+
+    async fn fetch(&self) -> Result<source::Minted, TokenError> {
+        let result = self.source.fetch(&self.http).await;
+        match &result {
+            Ok(_) => {
+                metrics::token_refresh(&self.name, "success");
+                tracing::info!(credential = %self.name, "token obtained");
+            }
+            Err(e) => {
+                metrics::token_refresh(&self.name, "failure");
+                let cooldown = self.health.failure();
+                metrics::credential_cooldown(&self.name, cooldown.is_some());
+                tracing::warn!(credential = %self.name, error = %e, cooldown_secs = cooldown.map(|d| d.as_secs()), "token fetch failed");
+            }
+        }
+        result
+    }
+
+    /// Drops token `version` after a 401 (compare-and-set; true if this call did).
+    pub fn invalidate(&self, version: u64) -> bool {
+        self.cache.invalidate(version)
+    }
+
+    /// Drops the cached token whatever its version.
+    pub fn clear(&self) -> Option<u64> {
+        self.cache.clear()
+    }
+
+    /// Records that upstream accepted this credential.
+    pub fn upstream_accepted(&self) {
+        self.health.success();
+    }
+
+    /// Records a 401 that a fresh token did not cure.
+    pub fn upstream_rejected(&self) {
+        let cooldown = self.health.failure();
+        metrics::credential_cooldown(&self.name, cooldown.is_some());
+    }
+
+    /// Time left in cooldown, if cooling down.
+    pub fn cooldown_left(&self) -> Option<Duration> {
+        self.health.cooldown_left()
+    }
+
+    /// Writes the token into `headers` as configured.
+    pub fn inject(
+        &self,
+        headers: &mut HeaderMap,
+        token: &Token,
+    ) -> Result<(), http::header::InvalidHeaderValue> {
+        let value = self
+            .inject_template
+            .replace("{token}", token.value.expose_secret());
+        let mut value = HeaderValue::try_from(value)?;
+        value.set_sensitive(true);
+        headers.insert(self.inject_header.clone(), value);
+        Ok(())
+    }
+
+    /// The admin view.
+    pub fn view(&self, owner: &str) -> CredentialView {
+        let token = self.cache.peek();
+        let now = SystemTime::now();
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .ok()
+        };
+        CredentialView {
+            name: self.name.clone(),
+            kind: match self.kind {
+                CredentialKind::Static => "static",
+                CredentialKind::Oauth2ClientCredentials => "oauth2_client_credentials",
+                CredentialKind::Jwt => "jwt",
+            }
+            .into(),
+            owner: owner.to_string(),
+            epoch: 1,
+            has_token: token.is_some(),
+            expires_in: token
+                .as_ref()
+                .and_then(|t| t.expires_at_wall)
+                .map(|e| e.duration_since(now).map(|d| d.as_secs()).unwrap_or(0)),
+            expires_at: token
+                .as_ref()
+                .and_then(|t| t.expires_at_wall)
+                .and_then(unix),
+            version: token.as_ref().map(|t| t.version),
+            cooldown: self.cooldown_left().map(|d| d.as_secs_f64()),
+            failures: self.health.failures(),
+            claims: token.as_ref().and_then(|t| t.claims.clone()),
+        }
+    }
+
+    /// The owner's loop: refresh each used token `refresh_margin` before expiry,
+    /// retrying failures with backoff while the old token is still valid.
+    pub async fn refresh_ahead(self: Arc<Self>, shutdown: CancellationToken) {
+        if !self.source.expires() {
+            return;
+        }
+        let mut changes = self.cache.subscribe();
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let due = self.cache.refresh_due();
+            let wait = async {
+                match due {
+                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = changes.changed() => {
+                    if changed.is_err() { return; }
+                    continue;
+                }
+                _ = wait => {}
+            }
+            if !matches!(self.cache.refresh_due(), Some((_, true))) {
+                // Unused since obtained: let it lapse; the next request fetches.
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            match self.refresh().await {
+                Ok(_) => backoff = Duration::from_secs(1),
+                Err(_) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+/// Every configured credential, by name.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    by_name: HashMap<String, Arc<Credential>>,
+    order: Vec<Arc<Credential>>,
+}
+
+impl Credentials {
+    /// Builds all credentials; errors name the field.
+    pub fn from_config(
+        cfgs: &[CredentialConfig],
+        http: &HttpClient,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut out = Credentials::default();
+        for (i, c) in cfgs.iter().enumerate() {
+            match Credential::from_config(i, c, http.clone()) {
+                Ok(cred) => {
+                    let cred = Arc::new(cred);
+                    out.by_name.insert(cred.name.clone(), cred.clone());
+                    out.order.push(cred);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The credential called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Credential>> {
+        self.by_name.get(name)
+    }
+
+    /// All credentials in config order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Credential>> {
+        self.order.iter()
+    }
+}
+
+/// A route's credential pool, used round-robin.
+#[derive(Debug, Default)]
+pub struct Pool {
+    members: Vec<Arc<Credential>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool of `members`.
+    pub fn new(members: Vec<Arc<Credential>>) -> Self {
+        Pool {
+            members,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// True when the route injects nothing.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Picks the next credential not in cooldown that yields a token, trying
+    /// each member at most once. All cooling down or failing → 503
+    /// `no_healthy_credential` with `Retry-After`.
+    pub async fn acquire(&self) -> Result<(Arc<Credential>, Arc<Token>), ProxyError> {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last_error = None;
+        for k in 0..n {
+            let cred = &self.members[(start + k) % n];
+            if cred.cooldown_left().is_some() {
+                continue;
+            }
+            match cred.token().await {
+                Ok(token) => return Ok((cred.clone(), token)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let retry_after = self
+            .members
+            .iter()
+            .filter_map(|c| c.cooldown_left())
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let mut err = ProxyError::new(
+            ErrorCode::NoHealthyCredential,
+            "no credential of this route can currently obtain a token",
+        )
+        .with_retry_after(retry_after);
+        if let Some(e) = last_error {
+            err = err.with_source(e);
+        }
+        Err(err)
+    }
+}

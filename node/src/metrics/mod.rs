@@ -1,0 +1,141 @@
+//! The node's metrics (DESIGN §8), one stack: the `metrics` facade in code and
+//! the Prometheus exporter rendering `/metrics`. Every metric is described here
+//! (so `promtool check metrics` finds HELP and TYPE) and recorded through the
+//! small functions below, so names and labels live in one place. Labels carry
+//! route, credential and outcome *names*, never values.
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets, in seconds: 0.5 ms to 60 s.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Installs the process-wide recorder and describes every metric.
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        "rhizome_requests_total",
+        "Requests answered, by route, method and status."
+    );
+    describe_histogram!(
+        "rhizome_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request head to the end of the response body."
+    );
+    describe_histogram!(
+        "rhizome_upstream_duration_seconds",
+        Unit::Seconds,
+        "Time from sending upstream to receiving the response head."
+    );
+    describe_counter!(
+        "rhizome_upstream_retries_total",
+        "Upstream attempts repeated, by reason."
+    );
+    describe_gauge!(
+        "rhizome_sse_streams_active",
+        "SSE streams being relayed now."
+    );
+    describe_counter!("rhizome_sse_events_total", "SSE events relayed to clients.");
+    describe_counter!(
+        "rhizome_token_refresh_total",
+        "Token obtain/refresh attempts, by credential and outcome."
+    );
+    describe_gauge!(
+        "rhizome_credential_owned",
+        "1 when this node owns the credential's refreshing."
+    );
+    describe_counter!(
+        "rhizome_ownership_changes_total",
+        "Credential ownership changes seen by this node."
+    );
+    describe_gauge!(
+        "rhizome_ownership_degraded",
+        "1 while ownership runs in degraded mode."
+    );
+    describe_gauge!(
+        "rhizome_credential_cooldown",
+        "1 while the credential is cooling down."
+    );
+}
+
+/// One answered request.
+pub fn request(route: &str, method: &str, status: u16, duration: Duration) {
+    counter!("rhizome_requests_total", "route" => route.to_owned(), "method" => method.to_owned(), "status" => status.to_string())
+        .increment(1);
+    histogram!("rhizome_request_duration_seconds", "route" => route.to_owned()).record(duration);
+}
+
+/// Time to the upstream's response head.
+pub fn upstream_duration(route: &str, duration: Duration) {
+    histogram!("rhizome_upstream_duration_seconds", "route" => route.to_owned()).record(duration);
+}
+
+/// One repeated upstream attempt (`unauthorized`, `connect_error`).
+pub fn upstream_retry(reason: &'static str) {
+    counter!("rhizome_upstream_retries_total", "reason" => reason).increment(1);
+}
+
+/// `n` SSE events relayed on `route`.
+pub fn sse_events(route: &str, n: u64) {
+    counter!("rhizome_sse_events_total", "route" => route.to_owned()).increment(n);
+}
+
+/// One token attempt for `credential` (`success`, `failure`).
+pub fn token_refresh(credential: &str, outcome: &'static str) {
+    counter!("rhizome_token_refresh_total", "credential" => credential.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Whether this node owns `credential`.
+pub fn credential_owned(credential: &str, owned: bool) {
+    gauge!("rhizome_credential_owned", "credential" => credential.to_owned())
+        .set(f64::from(u8::from(owned)));
+}
+
+/// Whether `credential` is cooling down.
+pub fn credential_cooldown(credential: &str, cooling: bool) {
+    gauge!("rhizome_credential_cooldown", "credential" => credential.to_owned())
+        .set(f64::from(u8::from(cooling)));
+}
+
+/// Sets the fixed ownership gauges of the embedded mode.
+pub fn ownership_embedded() {
+    gauge!("rhizome_ownership_degraded").set(0.0);
+    counter!("rhizome_ownership_changes_total").absolute(0);
+}
+
+/// Counts an SSE stream as active for as long as it lives.
+#[derive(Debug)]
+pub struct SseStreamGuard {
+    route: String,
+}
+
+impl SseStreamGuard {
+    /// Marks a stream on `route` active.
+    pub fn new(route: &str) -> Self {
+        gauge!("rhizome_sse_streams_active", "route" => route.to_owned()).increment(1.0);
+        SseStreamGuard {
+            route: route.to_owned(),
+        }
+    }
+}
+
+impl Drop for SseStreamGuard {
+    fn drop(&mut self) {
+        gauge!("rhizome_sse_streams_active", "route" => self.route.clone()).decrement(1.0);
+    }
+}

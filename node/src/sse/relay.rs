@@ -1,0 +1,222 @@
+//! The SSE relay: one task per stream reads the upstream body, parses it, and
+//! hands each batch of complete events to the client through a small bounded
+//! channel (backpressure instead of buffering). The task also owns the
+//! heartbeat and idle timers and ends the stream on shutdown. When the client
+//! goes away the channel closes, the task notices at once (`Sender::closed`)
+//! and drops the upstream body, which closes the upstream connection.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::parser::SseParser;
+use crate::{metrics, BoxBody, BoxError};
+
+/// Frames in flight between the relay task and the client connection.
+const CHANNEL_FRAMES: usize = 8;
+const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+
+/// Settings of one relayed stream.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Route name, for logs and metrics.
+    pub route: String,
+    /// Request id, for logs.
+    pub request_id: String,
+    /// Close the stream after this long without upstream bytes.
+    pub idle_timeout: Duration,
+    /// Send a comment after this long without bytes to the client.
+    pub heartbeat_interval: Duration,
+    /// Largest event accepted from upstream.
+    pub max_event_bytes: usize,
+}
+
+/// Wraps an upstream SSE body; the returned body is what the client reads.
+pub fn relay(upstream: BoxBody, opts: RelayOptions, shutdown: CancellationToken) -> BoxBody {
+    let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
+    tokio::spawn(pump(upstream, tx, opts, shutdown));
+    ChannelBody { rx }.boxed()
+}
+
+/// Why a relayed stream ended; logged and counted.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    UpstreamFinished,
+    UpstreamError,
+    ClientGone,
+    IdleTimeout,
+    Shutdown,
+    EventTooLarge,
+}
+
+async fn pump(
+    mut upstream: BoxBody,
+    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    opts: RelayOptions,
+    shutdown: CancellationToken,
+) {
+    let _active = metrics::SseStreamGuard::new(&opts.route);
+    let mut parser = SseParser::new(opts.max_event_bytes);
+    let mut events = Vec::new();
+    let idle = sleep(opts.idle_timeout);
+    let heartbeat = sleep(opts.heartbeat_interval);
+    tokio::pin!(idle, heartbeat);
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = tx.closed() => break End::ClientGone,
+            _ = shutdown.cancelled() => break End::Shutdown,
+            frame = upstream.frame() => {
+                let data = match frame {
+                    None => break End::UpstreamFinished,
+                    Some(Err(e)) => {
+                        tracing::warn!(request_id = %opts.request_id, error = %e, "sse upstream read failed");
+                        break End::UpstreamError;
+                    }
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue, // trailers carry nothing for SSE
+                    },
+                };
+                idle.as_mut().reset(Instant::now() + opts.idle_timeout);
+                if let Err(e) = parser.push(&data, &mut events) {
+                    tracing::warn!(request_id = %opts.request_id, route = %opts.route, reason = %e, "closing sse stream");
+                    break End::EventTooLarge;
+                }
+                if events.is_empty() {
+                    continue;
+                }
+                let mut out = BytesMut::new();
+                let count = events.len();
+                for ev in events.drain(..) {
+                    out.extend_from_slice(&ev.raw);
+                }
+                metrics::sse_events(&opts.route, count as u64);
+                if tx.send(Ok(Frame::data(out.freeze()))).await.is_err() {
+                    break End::ClientGone;
+                }
+                heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
+            }
+            _ = &mut idle => break End::IdleTimeout,
+            _ = &mut heartbeat => {
+                if tx.send(Ok(Frame::data(Bytes::from_static(HEARTBEAT)))).await.is_err() {
+                    break End::ClientGone;
+                }
+                heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
+            }
+        }
+    };
+    if parser.pending_bytes() > 0 {
+        tracing::debug!(request_id = %opts.request_id, bytes = parser.pending_bytes(), "dropped incomplete sse event at end of stream");
+    }
+    tracing::debug!(request_id = %opts.request_id, route = %opts.route, end = ?end, "sse stream ended");
+}
+
+/// A response body fed by the relay task.
+#[derive(Debug)]
+struct ChannelBody {
+    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.rx.poll_recv(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    fn opts() -> RelayOptions {
+        RelayOptions {
+            route: "r".into(),
+            request_id: "t".into(),
+            idle_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(15),
+            max_event_bytes: 1024,
+        }
+    }
+
+    fn upstream() -> (mpsc::Sender<Result<Frame<Bytes>, BoxError>>, BoxBody) {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        (tx, StreamBody::new(stream).boxed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forwards_complete_events_only_and_sends_heartbeats() {
+        let (up, body) = upstream();
+        let mut client = relay(body, opts(), CancellationToken::new());
+        up.send(Ok(Frame::data(Bytes::from_static(b"data: 1\n\ndata: par"))))
+            .await
+            .expect("send");
+        let f = client
+            .frame()
+            .await
+            .expect("frame")
+            .expect("ok")
+            .into_data()
+            .expect("data");
+        assert_eq!(&f[..], b"data: 1\n\n");
+        // Nothing more until the heartbeat interval passes (paused clock advances).
+        let f = client
+            .frame()
+            .await
+            .expect("frame")
+            .expect("ok")
+            .into_data()
+            .expect("data");
+        assert_eq!(&f[..], HEARTBEAT);
+        up.send(Ok(Frame::data(Bytes::from_static(b"tial\n\n"))))
+            .await
+            .expect("send");
+        let f = client
+            .frame()
+            .await
+            .expect("frame")
+            .expect("ok")
+            .into_data()
+            .expect("data");
+        assert_eq!(&f[..], b"data: partial\n\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_upstream_ends_the_stream() {
+        let (_up, body) = upstream();
+        let mut o = opts();
+        o.heartbeat_interval = Duration::from_secs(3600);
+        let mut client = relay(body, o, CancellationToken::new());
+        assert!(client.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn client_gone_drops_the_upstream() {
+        let (up, body) = upstream();
+        let client = relay(body, opts(), CancellationToken::new());
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(5), up.closed())
+            .await
+            .expect("upstream body dropped after the client went away");
+    }
+}

@@ -1,0 +1,113 @@
+//! The one HTTP client of the node: hyper-util's pooled legacy client over a
+//! rustls connector (ring provider, Web PKI roots plus an optional private CA).
+//! Upstream traffic and token-endpoint calls both go through clients built
+//! here; only their settings differ (protocol, CA, pool sizes).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rhizome_proto::config::UpstreamProtocol;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::BoxBody;
+
+/// The pooled HTTP/1.1 + HTTP/2 (+TLS) client.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
+
+/// Settings of one client.
+#[derive(Debug, Clone)]
+pub struct ClientSettings<'a> {
+    /// Protocol to speak.
+    pub protocol: UpstreamProtocol,
+    /// TCP + TLS connect bound.
+    pub connect_timeout: Duration,
+    /// Extra trusted roots (PEM).
+    pub ca_file: Option<&'a Path>,
+    /// Idle connections are closed after this.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ClientSettings<'_> {
+    fn default() -> Self {
+        ClientSettings {
+            protocol: UpstreamProtocol::Auto,
+            connect_timeout: Duration::from_secs(5),
+            ca_file: None,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 16,
+        }
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The CA file could not be read or holds no certificate.
+    #[error("ca_file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// rustls rejected the configuration.
+    #[error("tls: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Builds a client with `settings`.
+pub fn build(settings: &ClientSettings<'_>) -> Result<HttpClient, ClientBuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = settings.ca_file {
+        let ca_err = |reason: String| ClientBuildError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| ca_err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| ca_err(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ca_err("no certificate found".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.connect_timeout));
+
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = match settings.protocol {
+        UpstreamProtocol::Auto => builder.enable_http1().enable_http2().wrap_connector(http),
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(http),
+        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(http),
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(settings.protocol == UpstreamProtocol::Http2)
+        .build(connector))
+}
