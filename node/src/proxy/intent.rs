@@ -185,7 +185,7 @@ pub async fn handle(
     let mut out = OutBody::Buffered(body);
     let exchange = async {
         let ex = proxy
-            .exchange(&route, method, &path, hdrs, &mut out)
+            .exchange(&route, true, method, &path, hdrs, &mut out)
             .await?;
         let (parts, body) = ex.response.into_parts();
         let bytes = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))

@@ -121,8 +121,10 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&log.request_id) {
             parts.headers.insert(REQUEST_ID, v);
         }
+        // An unauthenticated request on a public path never carries our credential.
+        let inject = log.client.is_some();
         let ex = self
-            .exchange(&route, parts.method, &path, parts.headers, &mut out)
+            .exchange(&route, inject, parts.method, &path, parts.headers, &mut out)
             .await?;
         log.credential = ex.credential.as_ref().map(|c| c.name.clone());
         log.upstream = Some(ex.upstream);
@@ -174,15 +176,18 @@ impl Proxy {
     /// Phases `pick_credential` → `inject` → `forward` → `on_upstream_status`.
     /// A 401 on a request that carried a token invalidates that token version,
     /// obtains a fresh one and retries once, if the body can be sent again.
+    /// With `inject` false (public path, no client key) no credential is used.
     pub async fn exchange(
         &self,
         route: &Route,
+        inject: bool,
         method: Method,
         path: &str,
         headers: HeaderMap,
         body: &mut OutBody,
     ) -> Result<Exchange, ProxyError> {
-        let mut picked: Option<(Arc<Credential>, Arc<Token>)> = if route.pool.is_empty() {
+        let mut picked: Option<(Arc<Credential>, Arc<Token>)> = if !inject || route.pool.is_empty()
+        {
             None
         } else {
             Some(route.pool.acquire().await?)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs what the end-to-end tests
+# need (redis-server, promtool, openapi-spec-validator), builds every binary
+# the harness starts, runs all tests with nextest, then scans every log the
+# suite captured for the secrets the tests used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+
+need_apt=()
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "==> installing ${need_apt[*]} (apt-get)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "==> installing openapi-spec-validator (pip)"
+  python3 -m pip install -q openapi-spec-validator
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "==> building binaries"
+cargo build --workspace --bins
+rm -rf target/test-logs
+
+echo "==> running tests"
+cargo nextest run --workspace --no-fail-fast "$@"
+
+echo "==> scanning captured logs for secrets"
+if [ -d target/test-logs ]; then
+  patterns=$(grep -hoE '"(ck|cs|hs|sk|at)-[a-z0-9-]+"' tests/src/harness/secrets.rs | tr -d '"'; printf 'mocktok-\neyJ\n')
+  if grep -rlF --include='*.log' -f <(echo "$patterns") target/test-logs; then
+    echo "FAIL: the logs above contain a secret, token or client key" >&2
+    exit 1
+  fi
+fi
+echo "==> logs clean"

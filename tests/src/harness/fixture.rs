@@ -1,0 +1,228 @@
+//! The standard test world: one mock upstream that knows every test
+//! credential, and a node config with one route per credential kind. Tests
+//! that need something else write their own TOML next to these.
+
+use sha2::{Digest, Sha256};
+
+use super::secrets::*;
+use super::{Env, Mock, Node};
+
+/// Environment variable through which nodes receive `svc-a`'s secret
+/// (exercises `{ env = … }` references).
+pub const SECRET_A_ENV: &str = "RZ_TEST_SECRET_A";
+
+/// Path of a file under `tests/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the mock that knows every test credential.
+pub async fn mock(env: &Env, extra: &[&str]) -> Mock {
+    let client_a = format!("svc-a:{OAUTH_SECRET_A}");
+    let client_b = format!("svc-b:{OAUTH_SECRET_B}");
+    let rs_pub = fixture("jwt-rs256.pub.pem");
+    let mut args = vec![
+        "--client",
+        &client_a,
+        "--client",
+        &client_b,
+        "--jwt-hs256-secret",
+        JWT_HS256_SECRET,
+        "--jwt-rs256-public-key",
+        &rs_pub,
+        "--jwt-audience",
+        "api",
+        "--static-key",
+        STATIC_KEY,
+    ];
+    args.extend_from_slice(extra);
+    env.mock("mock", &args).await
+}
+
+/// Tunables of the standard config.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// `refresh_margin` of the OAuth credentials.
+    pub refresh_margin: &'static str,
+    /// `failure_threshold` of every credential.
+    pub failure_threshold: u32,
+    /// `[routes.sse]` table body applied to the SSE route.
+    pub sse: &'static str,
+    /// `max_body` of the `/n/` route.
+    pub max_body: &'static str,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            refresh_margin: "5m",
+            failure_threshold: 3,
+            sse: "",
+            max_body: "10MiB",
+        }
+    }
+}
+
+/// The standard node config against `mock`.
+pub fn config(env: &Env, mock: &Mock, t: &Tuning) -> String {
+    let other_key_file = env.path("other-client.key");
+    std::fs::write(&other_key_file, format!("{OTHER_CLIENT_KEY}\n")).expect("write key file");
+    let ck = hex::encode(Sha256::digest(CLIENT_KEY.as_bytes()));
+    let base = mock.base();
+    let rs = fixture("jwt-rs256.pem");
+    let Tuning {
+        refresh_margin,
+        failure_threshold,
+        sse,
+        max_body,
+    } = t;
+    let of = other_key_file.display();
+    format!(
+        r#"
+[node]
+admin_token = "{ADMIN_TOKEN}"
+shutdown_grace = "5s"
+
+[[clients]]
+name = "ci"
+key_sha256 = "{ck}"
+
+[[clients]]
+name = "other"
+key = {{ file = "{of}" }}
+
+[[credentials]]
+name = "oauth-a"
+kind = "oauth2_client_credentials"
+token_url = "{base}/oauth/token"
+client_id = "svc-a"
+client_secret = {{ env = "{SECRET_A_ENV}" }}
+client_auth = "basic"
+scope = "api"
+refresh_margin = "{refresh_margin}"
+failure_threshold = {failure_threshold}
+
+[[credentials]]
+name = "oauth-b"
+kind = "oauth2_client_credentials"
+token_url = "{base}/oauth/token"
+client_id = "svc-b"
+client_secret = "{OAUTH_SECRET_B}"
+client_auth = "body"
+refresh_margin = "{refresh_margin}"
+failure_threshold = {failure_threshold}
+
+[[credentials]]
+name = "static"
+kind = "static"
+token = "{STATIC_KEY}"
+inject = {{ header = "api-key", value = "{{token}}" }}
+
+[[credentials]]
+name = "jwt-hs"
+kind = "jwt"
+signing_key = "{JWT_HS256_SECRET}"
+algorithm = "HS256"
+claims = {{ iss = "rhizome", sub = "svc-hs", aud = "api", scope = "read" }}
+lifetime = "1h"
+
+[[credentials]]
+name = "jwt-rs"
+kind = "jwt"
+signing_key = {{ file = "{rs}" }}
+algorithm = "RS256"
+claims = {{ iss = "rhizome", sub = "svc-rs", aud = "api", tenant = "b" }}
+lifetime = "1h"
+
+[[credentials]]
+name = "cookie"
+kind = "oauth2_client_credentials"
+token_url = "{base}/oauth/token"
+client_id = "svc-a"
+client_secret = {{ env = "{SECRET_A_ENV}" }}
+inject = {{ header = "Cookie", value = "session={{token}}" }}
+
+[[upstreams]]
+name = "mock"
+targets = ["{base}"]
+
+[[routes]]
+name = "a"
+path_prefix = "/a/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["oauth-a"]
+public_paths = ["/a/open/"]
+
+[[routes]]
+name = "b"
+path_prefix = "/b/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["oauth-b"]
+
+[[routes]]
+name = "s"
+path_prefix = "/s/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["static"]
+
+[[routes]]
+name = "jh"
+path_prefix = "/jh/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["jwt-hs"]
+
+[[routes]]
+name = "jr"
+path_prefix = "/jr/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["jwt-rs"]
+
+[[routes]]
+name = "c"
+path_prefix = "/c/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["cookie"]
+
+[[routes]]
+name = "pool"
+path_prefix = "/p/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["oauth-a", "oauth-b"]
+
+[[routes]]
+name = "n"
+path_prefix = "/n/"
+strip_prefix = true
+upstream = "mock"
+max_body = "{max_body}"
+
+[[routes]]
+name = "e"
+path_prefix = "/e/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["oauth-a"]
+[routes.sse]
+{sse}
+"#
+    )
+}
+
+/// Starts a node on the standard config.
+pub async fn node(env: &Env, name: &str, mock: &Mock, t: &Tuning) -> Node {
+    let cfg = config(env, mock, t);
+    env.node_with_env(name, &cfg, &[(SECRET_A_ENV, OAUTH_SECRET_A)])
+        .await
+}
+
+/// `Authorization` header of the test client `ci`.
+pub fn client_auth() -> (&'static str, String) {
+    ("authorization", format!("Bearer {CLIENT_KEY}"))
+}
