@@ -72,6 +72,9 @@ pub(crate) async fn gate(
                 }
             }
             tracing::info!(%path, reason = %rejection.reason(), "rejected request");
+            // Like most servers, read (and drop) the request body before answering,
+            // so the client sees the 401 instead of a reset connection.
+            let _ = axum::body::to_bytes(req.into_body(), MAX_BODY).await;
             unauthorized(&rejection)
         }
     }
