@@ -22,11 +22,17 @@ use tokio::sync::mpsc;
 /// How long a process may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The workspace's binary directory (`target/debug` for test builds).
+/// The workspace's binary directory (`target/<profile>`), found from the
+/// running executable: a test binary lives in `target/<profile>/deps`, a
+/// binary such as the loadtest in `target/<profile>` itself.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with the fix when it was not built.
