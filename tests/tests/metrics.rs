@@ -24,7 +24,7 @@ async fn metrics_pass_promtool_and_count_what_happened() {
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     let c = Client::new();
-    let auth = format!("Bearer {CLIENT_KEY}");
+    let auth = fixture::bearer();
     let h = [("authorization", auth.as_str())];
     for _ in 0..3 {
         assert_eq!(c.get(&node.url("/a/x"), &h).await.status, 200);

@@ -6,7 +6,7 @@ use base64::Engine;
 use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
-use rhizome_tests::harness::secrets::{ADMIN_TOKEN, CLIENT_KEY, OTHER_CLIENT_KEY};
+use rhizome_tests::harness::secrets::{ADMIN_TOKEN, OTHER_CLIENT_KEY};
 use rhizome_tests::harness::Env;
 use serde_json::{json, Value};
 
@@ -20,7 +20,7 @@ async fn client_auth_is_required_and_never_forwarded() {
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     let c = Client::new();
-    let auth = bearer(CLIENT_KEY);
+    let auth = fixture::bearer();
 
     // No key, wrong key: 401 client_unauthorized with the JSON error shape.
     for headers in [
@@ -99,7 +99,7 @@ async fn every_credential_kind_is_injected_and_verified_upstream() {
     let env = Env::new("credential_kinds");
     let mock = fixture::mock(&env, &[]).await;
     let mut node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
-    let auth = bearer(CLIENT_KEY);
+    let auth = fixture::bearer();
     for client in [Client::new(), Client::h2c()] {
         let get = |route: &'static str| {
             let c = client.clone();
@@ -217,7 +217,7 @@ async fn intent_api_round_trips_json_and_binary_bodies() {
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     let c = Client::new();
-    let auth = bearer(CLIENT_KEY);
+    let auth = fixture::bearer();
     let h = [
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),

@@ -11,10 +11,6 @@ use rhizome_tests::harness::secrets::{CLIENT_KEY, STATIC_KEY};
 use rhizome_tests::harness::{bin, wait_for, Env};
 use serde_json::json;
 
-fn auth() -> String {
-    format!("Bearer {CLIENT_KEY}")
-}
-
 #[tokio::test]
 async fn broken_config_is_refused_naming_every_field() {
     let env = Env::new("broken_config");
@@ -117,7 +113,7 @@ async fn malformed_and_oversized_requests_get_4xx_and_the_node_keeps_serving() {
     };
     let node = fixture::node(&env, "node", &mock, &tuning).await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let h = [("authorization", auth.as_str())];
 
     // Oversized request head → 431.
@@ -213,7 +209,7 @@ credentials = ["static"]
     );
     let node = env.node("node", &cfg).await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let h = [("authorization", auth.as_str())];
     let r = c.get(&node.url("/dead/x"), &h).await;
     assert_eq!(r.status, 502);
@@ -230,7 +226,7 @@ async fn sigterm_drains_in_flight_requests_and_ends_streams_cleanly() {
     let mock = fixture::mock(&env, &[]).await;
     let mut node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let slow = {
         let (c, url, auth) = (c.clone(), node.url("/a/slow?ms=1500"), auth.clone());
         tokio::spawn(async move { c.get(&url, &[("authorization", auth.as_str())]).await })

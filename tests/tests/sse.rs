@@ -8,13 +8,8 @@ use std::time::Duration;
 use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::{next_chunk, Client};
-use rhizome_tests::harness::secrets::CLIENT_KEY;
 use rhizome_tests::harness::{wait_for, Env, Mock};
 use serde_json::json;
-
-fn auth() -> String {
-    format!("Bearer {CLIENT_KEY}")
-}
 
 async fn manual_open(mock: &Mock, name: &str) -> u64 {
     mock.stats().await["sse_manual_open"][name]
@@ -28,7 +23,7 @@ async fn each_event_reaches_the_client_before_upstream_writes_the_next() {
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     for (label, client) in [("h1", Client::new()), ("h2c", Client::h2c())] {
-        let auth = auth();
+        let auth = fixture::bearer();
         let stream = format!("s-{label}");
         let resp = client
             .open(
@@ -87,7 +82,7 @@ async fn client_disconnect_closes_the_upstream_stream() {
     let env = Env::new("sse_disconnect");
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
-    let auth = auth();
+    let auth = fixture::bearer();
     let resp = Client::new()
         .open(
             Method::GET,
@@ -128,7 +123,7 @@ async fn events_split_into_tiny_chunks_arrive_whole_and_in_order() {
     let env = Env::new("sse_split");
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
-    let auth = auth();
+    let auth = fixture::bearer();
     let r = Client::new()
         .get(
             &node.url("/e/sse?count=6&interval_ms=5&split=true"),
@@ -152,7 +147,7 @@ async fn heartbeats_flow_while_upstream_is_quiet() {
         ..Tuning::default()
     };
     let node = fixture::node(&env, "node", &mock, &tuning).await;
-    let auth = auth();
+    let auth = fixture::bearer();
     let resp = Client::new()
         .open(
             Method::GET,
@@ -178,7 +173,7 @@ async fn an_oversized_event_closes_the_stream_and_the_node_keeps_serving() {
         ..Tuning::default()
     };
     let node = fixture::node(&env, "node", &mock, &tuning).await;
-    let auth = auth();
+    let auth = fixture::bearer();
     let c = Client::new();
     let r = c
         .get(

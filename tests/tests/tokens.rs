@@ -6,13 +6,8 @@ use std::time::{Duration, Instant};
 
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
-use rhizome_tests::harness::secrets::CLIENT_KEY;
 use rhizome_tests::harness::{wait_for, Env};
 use serde_json::json;
-
-fn auth() -> String {
-    format!("Bearer {CLIENT_KEY}")
-}
 
 /// Value of one series in Prometheus text, 0 when absent.
 async fn metric(node: &rhizome_tests::harness::Node, series: &str) -> f64 {
@@ -37,7 +32,7 @@ async fn cold_cache_hit_by_100_concurrent_requests_makes_one_token_call() {
         .await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let mut tasks = Vec::new();
     for i in 0..100 {
         let (c, url, auth) = (c.clone(), node.url(&format!("/a/item/{i}")), auth.clone());
@@ -62,7 +57,7 @@ async fn rotated_token_is_refreshed_once_and_the_post_retried_with_its_body() {
     let mock = fixture::mock(&env, &[]).await;
     let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let h = [
         ("authorization", auth.as_str()),
         ("content-type", "application/json"),
@@ -132,7 +127,7 @@ async fn a_failing_credential_is_skipped_and_all_failing_gives_503() {
     mock.control("/_mock/config", json!({"fail_clients": ["svc-a"]}))
         .await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let h = [("authorization", auth.as_str())];
     for _ in 0..30 {
         let r = c.get(&node.url("/p/x"), &h).await;
@@ -204,7 +199,7 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_used_expired() {
     };
     let node = fixture::node(&env, "node", &mock, &tuning).await;
     let c = Client::new();
-    let auth = auth();
+    let auth = fixture::bearer();
     let run = Duration::from_secs(60);
     let start = Instant::now();
     let mut workers = Vec::new();

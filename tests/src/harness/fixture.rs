@@ -222,7 +222,7 @@ pub async fn node(env: &Env, name: &str, mock: &Mock, t: &Tuning) -> Node {
         .await
 }
 
-/// `Authorization` header of the test client `ci`.
-pub fn client_auth() -> (&'static str, String) {
-    ("authorization", format!("Bearer {CLIENT_KEY}"))
+/// `Authorization` value of the test client `ci`.
+pub fn bearer() -> String {
+    format!("Bearer {CLIENT_KEY}")
 }
