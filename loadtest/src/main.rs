@@ -1,1 +1,232 @@
-fn main() {}
+//! `rhizome-loadtest`: a first performance run that measures requests/s and
+//! p50/p99 latency through a Rhizome node and directly against the upstream,
+//! in the same run, and prints a Markdown report on stdout (and to `--out`).
+//! No targets are enforced; it reports.
+//!
+//! It starts a real `rhizome-mock` and a real `rhizome-node` on loopback
+//! through the end-to-end harness of `rhizome-tests` (the standard test
+//! config) and runs five scenarios, each bounded in requests and wall time:
+//! `direct-open`, `node-open`, `direct-credentialed`, `node-credentialed`
+//! and `sse-first-event`.
+//!
+//! The harness finds `rhizome-node` and `rhizome-mock` next to this
+//! executable (`target/<profile>/`), so build all binaries with the same
+//! profile and run the loadtest from there:
+//!
+//! ```text
+//! cargo build --release --workspace --bins && target/release/rhizome-loadtest
+//! ```
+//!
+//! Token values, client keys and secrets are never printed or logged.
+
+mod load;
+mod report;
+mod sse;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::Parser;
+use http::{HeaderValue, Uri};
+use rhizome_tests::harness::{self, fixture, http::Client as SetupClient, secrets, Env};
+
+use load::{Limits, Target};
+
+const HELP_AFTER: &str = "\
+The node and mock binaries are taken from the directory of this executable
+(target/<profile>/), so build everything with one profile first:
+
+  cargo build --release --workspace --bins && target/release/rhizome-loadtest
+
+Captured node and mock logs go to target/<profile>/../test-logs/loadtest-*/.";
+
+/// Load scenarios against Rhizome and a direct connection, side by side.
+#[derive(Debug, Parser)]
+#[command(name = "rhizome-loadtest", version, after_help = HELP_AFTER)]
+struct Args {
+    /// Measured requests per HTTP scenario.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: u64,
+    /// Concurrent workers (and keep-alive connections) per HTTP scenario.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    concurrency: u16,
+    /// Wall-time limit in seconds per scenario phase; a phase stops early when exceeded.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    max_seconds: u64,
+    /// Sequential iterations per side of the SSE first-event scenario.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    sse_iterations: u32,
+    /// Unmeasured requests before measuring each HTTP scenario.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+    /// Also write the report to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// `RUST_LOG` for the node (`info` includes one access-log line per request).
+    #[arg(long, default_value = "info", value_name = "FILTER")]
+    node_log: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = harness::bin_dir();
+    for name in ["rhizome-node", "rhizome-mock"] {
+        if !dir.join(name).is_file() {
+            bail!(
+                "{} is missing: build all binaries with the profile of this executable, \
+                 e.g. `cargo build --release --workspace --bins && target/release/rhizome-loadtest`",
+                dir.join(name).display()
+            );
+        }
+    }
+
+    let env = Env::new("loadtest");
+    eprintln!(
+        "starting rhizome-mock and rhizome-node (logs in {})",
+        env.dir.display()
+    );
+    let mock = fixture::mock(&env, &[]).await;
+    let cfg = fixture::config(&env, &mock, &fixture::Tuning::default());
+    let node = env
+        .node_with_env(
+            "node",
+            &cfg,
+            &[
+                (fixture::SECRET_A_ENV, secrets::OAUTH_SECRET_A),
+                ("RUST_LOG", args.node_log.as_str()),
+            ],
+        )
+        .await;
+
+    let direct_token = fetch_token(&mock.base()).await?;
+    let mut client_key = HeaderValue::from_str(&fixture::bearer()).context("client key header")?;
+    client_key.set_sensitive(true);
+
+    let uri = |s: String| -> anyhow::Result<Uri> { s.parse().context("building URL") };
+    let targets = [
+        Target {
+            name: "direct-open",
+            url: uri(format!("{}/open/x", mock.base()))?,
+            authorization: None,
+        },
+        Target {
+            name: "node-open",
+            url: uri(node.url("/n/open/x"))?,
+            authorization: Some(client_key.clone()),
+        },
+        Target {
+            name: "direct-credentialed",
+            url: uri(format!("{}/x", mock.base()))?,
+            authorization: Some(direct_token.clone()),
+        },
+        Target {
+            name: "node-credentialed",
+            url: uri(node.url("/a/x"))?,
+            authorization: Some(client_key.clone()),
+        },
+    ];
+    let sse_direct = Target {
+        name: "sse-direct",
+        url: uri(format!("{}/sse?count=1&interval_ms=0", mock.base()))?,
+        authorization: Some(direct_token),
+    };
+    let sse_node = Target {
+        name: "sse-node",
+        url: uri(node.url("/a/sse?count=1&interval_ms=0"))?,
+        authorization: Some(client_key),
+    };
+
+    let limits = Limits {
+        requests: args.requests,
+        concurrency: usize::from(args.concurrency),
+        max_time: Duration::from_secs(args.max_seconds),
+        warmup: args.warmup,
+    };
+    let client = load::client(limits.concurrency);
+    for t in targets.iter().chain([&sse_direct, &sse_node]) {
+        load::preflight(&client, t).await?;
+    }
+
+    let mut outcomes = Vec::with_capacity(targets.len());
+    for t in &targets {
+        eprintln!("running {}", t.name);
+        outcomes.push(load::run(&client, t, limits).await);
+    }
+    eprintln!("running sse-first-event");
+    let sse = sse::run(
+        &client,
+        &sse_direct,
+        &sse_node,
+        args.sse_iterations,
+        limits.max_time,
+    )
+    .await;
+
+    let findings = secrets::scan_dir(&env.dir).len();
+    let facts = report::Facts {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu: cpu_model(),
+        profile: if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        limits,
+        sse_iterations: args.sse_iterations,
+        node_log: args.node_log.clone(),
+        log_dir: env.dir.display().to_string(),
+        secret_findings: findings,
+    };
+    let text = report::render(&facts, &outcomes, &sse);
+    print!("{text}");
+    if let Some(path) = &args.out {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(node);
+    drop(mock);
+    if findings > 0 {
+        bail!("{findings} secret finding(s) in the captured logs");
+    }
+    Ok(())
+}
+
+/// Gets an access token for `svc-a` from the mock's token endpoint and
+/// returns it as a sensitive `Authorization: Bearer …` value.
+async fn fetch_token(mock_base: &str) -> anyhow::Result<HeaderValue> {
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("svc-a:{}", secrets::OAUTH_SECRET_A));
+    let basic = format!("Basic {basic}");
+    let resp = SetupClient::new()
+        .post(
+            &format!("{mock_base}/oauth/token"),
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &basic),
+            ],
+            "grant_type=client_credentials",
+        )
+        .await;
+    if resp.status != 200 {
+        bail!("token endpoint answered {}", resp.status);
+    }
+    let doc = resp.json();
+    let Some(token) = doc.get("access_token").and_then(|v| v.as_str()) else {
+        bail!("token response has no access_token");
+    };
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {token}")).context("token is not a header value")?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The CPU model from `/proc/cpuinfo`, when readable.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_owned())
+}

@@ -30,7 +30,10 @@ pub struct Facts {
 }
 
 fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
+    d.map_or_else(
+        || "-".to_owned(),
+        |d| format!("{:.3}", d.as_secs_f64() * 1e3),
+    )
 }
 
 fn added(node: Option<Duration>, direct: Option<Duration>) -> String {
@@ -85,7 +88,10 @@ pub fn render(facts: &Facts, outcomes: &[Outcome], sse: &SseOutcome) -> String {
     let _ = writeln!(s);
 
     let _ = writeln!(s, "## HTTP scenarios\n");
-    let _ = writeln!(s, "| scenario | requests | errors | req/s | p50 ms | p99 ms |");
+    let _ = writeln!(
+        s,
+        "| scenario | requests | errors | req/s | p50 ms | p99 ms |"
+    );
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     let mut any_limited = false;
     for o in outcomes {
@@ -109,7 +115,10 @@ pub fn render(facts: &Facts, outcomes: &[Outcome], sse: &SseOutcome) -> String {
          2xx responses, from sending the request to the end of the response body."
     );
     if any_limited {
-        let _ = writeln!(s, "\n\\* stopped by the time limit before the request count.");
+        let _ = writeln!(
+            s,
+            "\n\\* stopped by the time limit before the request count."
+        );
     }
     let _ = writeln!(s);
 
@@ -165,7 +174,7 @@ pub fn render(facts: &Facts, outcomes: &[Outcome], sse: &SseOutcome) -> String {
     let _ = writeln!(
         s,
         "Timed from sending `GET …/sse?count=1&interval_ms=0` to the end of the first \
-         event; one connection, requests in sequence."
+         event; requests in sequence over reused keep-alive connections."
     );
     if sse.time_limited {
         let _ = writeln!(s, "Stopped by the time limit before the iteration count.");

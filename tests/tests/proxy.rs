@@ -333,3 +333,102 @@ async fn openapi_document_is_valid_openapi_3() {
     assert_eq!(printed, doc);
     env.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn upstreams_over_tls_h2_and_h2c_are_reached() {
+    let env = Env::new("upstream_protocols");
+    let cert = env.path("mock-cert.pem");
+    let cert_arg = cert.display().to_string();
+    let tls = env
+        .mock(
+            "mock-tls",
+            &[
+                "--static-key",
+                "k-tls-upstream",
+                "--tls",
+                "--cert-out",
+                &cert_arg,
+            ],
+        )
+        .await;
+    let plain = env
+        .mock("mock-plain", &["--static-key", "k-tls-upstream"])
+        .await;
+    let cfg = format!(
+        r#"
+[[clients]]
+name = "ci"
+key = "{key}"
+[[credentials]]
+name = "k"
+kind = "static"
+token = "k-tls-upstream"
+inject = {{ header = "api-key", value = "{{token}}" }}
+[[upstreams]]
+name = "tls"
+targets = ["https://localhost:{tls_port}"]
+ca_file = "{cert}"
+[[upstreams]]
+name = "tls-h1"
+targets = ["https://localhost:{tls_port}"]
+ca_file = "{cert}"
+protocol = "http1"
+[[upstreams]]
+name = "h2c"
+targets = ["http://127.0.0.1:{plain_port}"]
+protocol = "http2"
+[[upstreams]]
+name = "untrusted"
+targets = ["https://localhost:{tls_port}"]
+[[routes]]
+name = "tls"
+path_prefix = "/tls/"
+strip_prefix = true
+upstream = "tls"
+credentials = ["k"]
+[[routes]]
+name = "tls-h1"
+path_prefix = "/tls1/"
+strip_prefix = true
+upstream = "tls-h1"
+credentials = ["k"]
+[[routes]]
+name = "h2c"
+path_prefix = "/h2c/"
+strip_prefix = true
+upstream = "h2c"
+credentials = ["k"]
+[[routes]]
+name = "untrusted"
+path_prefix = "/untrusted/"
+strip_prefix = true
+upstream = "untrusted"
+credentials = ["k"]
+"#,
+        key = rhizome_tests::harness::secrets::CLIENT_KEY,
+        tls_port = tls.addr.port(),
+        plain_port = plain.addr.port(),
+        cert = cert.display(),
+    );
+    let node = env.node("node", &cfg).await;
+    let c = Client::new();
+    let auth = fixture::bearer();
+    let h = [("authorization", auth.as_str())];
+    for (route, version) in [
+        ("tls", "HTTP/2.0"),
+        ("tls1", "HTTP/1.1"),
+        ("h2c", "HTTP/2.0"),
+    ] {
+        let body = vec![b'z'; 100_000];
+        let r = c.post(&node.url(&format!("/{route}/x")), &h, body).await;
+        assert_eq!(r.status, 200, "{route}: {}", r.text());
+        let v = r.json();
+        assert_eq!(v["version"], version, "{route}");
+        assert_eq!(v["credential"]["kind"], "static");
+        assert_eq!(v["body_len"], 100_000);
+    }
+    // A certificate outside the trusted roots is refused: 502, never a silent downgrade.
+    let r = c.get(&node.url("/untrusted/x"), &h).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    env.assert_logs_clean();
+}

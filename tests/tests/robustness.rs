@@ -148,7 +148,7 @@ async fn malformed_and_oversized_requests_get_4xx_and_the_node_keeps_serving() {
     let r = c.post(&node.url("/n/open/x"), &h, vec![b'a'; 4096]).await;
     assert_eq!(r.status, 413);
     assert_eq!(r.json()["error"]["code"], "payload_too_large");
-    let chunked = format!("POST /n/open/x HTTP/1.1\r\nhost: a\r\nauthorization: {auth}\r\ntransfer-encoding: chunked\r\n\r\n800\r\n{}\r\n0\r\n\r\n", "b".repeat(2048));
+    let chunked = format!("POST /n/open/x HTTP/1.1\r\nhost: a\r\nauthorization: {auth}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n800\r\n{}\r\n0\r\n\r\n", "b".repeat(2048));
     let resp = raw(node.proxy, chunked.as_bytes(), Duration::from_secs(5)).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp:.300}");
     // A body within the limit passes.

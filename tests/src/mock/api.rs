@@ -131,6 +131,7 @@ fn echo_json(parts: &http::request::Parts, body: &[u8]) -> Value {
         .to_json();
     json!({
         "method": parts.method.as_str(),
+        "version": format!("{:?}", parts.version),
         "path": parts.uri.path(),
         "query": parts.uri.query(),
         "headers": headers,
