@@ -7,7 +7,6 @@ use std::process::{Command, Stdio};
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::secrets::CLIENT_KEY;
-use rhizome_tests::harness::Env;
 
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
@@ -20,9 +19,11 @@ fn value(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_pass_promtool_and_count_what_happened() {
-    let env = Env::new("metrics");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World {
+        env,
+        mock: _mock,
+        node,
+    } = fixture::world("metrics", &[], &Tuning::default()).await;
     let c = Client::new();
     let auth = fixture::bearer();
     let h = [("authorization", auth.as_str())];

@@ -16,9 +16,8 @@ fn bearer(key: &str) -> String {
 
 #[tokio::test]
 async fn client_auth_is_required_and_never_forwarded() {
-    let env = Env::new("client_auth");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World { env, mock, node } =
+        fixture::world("client_auth", &[], &Tuning::default()).await;
     let c = Client::new();
     let auth = fixture::bearer();
 
@@ -96,9 +95,11 @@ async fn client_auth_is_required_and_never_forwarded() {
 
 #[tokio::test]
 async fn every_credential_kind_is_injected_and_verified_upstream() {
-    let env = Env::new("credential_kinds");
-    let mock = fixture::mock(&env, &[]).await;
-    let mut node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World {
+        env,
+        mock,
+        mut node,
+    } = fixture::world("credential_kinds", &[], &Tuning::default()).await;
     let auth = fixture::bearer();
     for client in [Client::new(), Client::h2c()] {
         let get = |route: &'static str| {
@@ -213,9 +214,11 @@ async fn every_credential_kind_is_injected_and_verified_upstream() {
 
 #[tokio::test]
 async fn intent_api_round_trips_json_and_binary_bodies() {
-    let env = Env::new("intent");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World {
+        env,
+        mock: _mock,
+        node,
+    } = fixture::world("intent", &[], &Tuning::default()).await;
     let c = Client::new();
     let auth = fixture::bearer();
     let h = [
@@ -300,9 +303,11 @@ async fn intent_api_round_trips_json_and_binary_bodies() {
 
 #[tokio::test]
 async fn openapi_document_is_valid_openapi_3() {
-    let env = Env::new("openapi");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World {
+        env,
+        mock: _mock,
+        node,
+    } = fixture::world("openapi", &[], &Tuning::default()).await;
     let r = Client::new()
         .get(&node.admin_url("/openapi.json"), &[])
         .await;

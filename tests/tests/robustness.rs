@@ -11,6 +11,17 @@ use rhizome_tests::harness::secrets::{CLIENT_KEY, STATIC_KEY};
 use rhizome_tests::harness::{bin, wait_for, Env};
 use serde_json::json;
 
+/// Runs `rhizome-node <flag> <cfg>`, asserts a non-zero exit, returns stderr.
+fn refused(flag: &str, cfg: &std::path::Path) -> String {
+    let out = std::process::Command::new(bin("rhizome-node"))
+        .arg(flag)
+        .arg(cfg)
+        .output()
+        .expect("run rhizome-node");
+    assert!(!out.status.success(), "{flag} accepted a broken config");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[tokio::test]
 async fn broken_config_is_refused_naming_every_field() {
     let env = Env::new("broken_config");
@@ -23,13 +34,7 @@ max_body = "lots"
 "#,
     )
     .expect("write");
-    let out = std::process::Command::new(bin("rhizome-node"))
-        .arg("check-config")
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("check-config", &cfg);
     assert!(err.contains("limits.max_body"), "{err}");
 
     std::fs::write(
@@ -56,13 +61,7 @@ upstream = "nope"
 "#,
     )
     .expect("write");
-    let out = std::process::Command::new(bin("rhizome-node"))
-        .arg("check-config")
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("check-config", &cfg);
     for want in [
         "routes[0].credentials[1]: unknown credential \"missing\"",
         "routes[1].name: duplicate name \"r\"",
@@ -71,13 +70,8 @@ upstream = "nope"
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     // Running the node on it fails the same way, before binding anything.
-    let out = std::process::Command::new(bin("rhizome-node"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("routes[0].credentials[1]"));
+    let err = refused("--config", &cfg);
+    assert!(err.contains("routes[0].credentials[1]"), "{err}");
 
     // Semantically valid but the secret reference does not resolve: named too.
     let fixed = std::fs::read_to_string(&cfg)
@@ -88,13 +82,7 @@ upstream = "nope"
             "name = \"s\"\npath_prefix = \"/s/\"\nupstream = \"u\"",
         );
     std::fs::write(&cfg, fixed).expect("write");
-    let out = std::process::Command::new(bin("rhizome-node"))
-        .arg("check-config")
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("check-config", &cfg);
     assert!(
         err.contains(
             "credentials[0]: client_secret: environment variable RZ_TEST_UNSET_SECRET is not set"
@@ -222,9 +210,11 @@ credentials = ["static"]
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_ends_streams_cleanly() {
-    let env = Env::new("graceful");
-    let mock = fixture::mock(&env, &[]).await;
-    let mut node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World {
+        env,
+        mock,
+        mut node,
+    } = fixture::world("graceful", &[], &Tuning::default()).await;
     let c = Client::new();
     let auth = fixture::bearer();
     let slow = {

@@ -19,9 +19,8 @@ async fn manual_open(mock: &Mock, name: &str) -> u64 {
 
 #[tokio::test]
 async fn each_event_reaches_the_client_before_upstream_writes_the_next() {
-    let env = Env::new("sse_one_by_one");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World { env, mock, node } =
+        fixture::world("sse_one_by_one", &[], &Tuning::default()).await;
     for (label, client) in [("h1", Client::new()), ("h2c", Client::h2c())] {
         let auth = fixture::bearer();
         let stream = format!("s-{label}");
@@ -79,9 +78,8 @@ async fn each_event_reaches_the_client_before_upstream_writes_the_next() {
 
 #[tokio::test]
 async fn client_disconnect_closes_the_upstream_stream() {
-    let env = Env::new("sse_disconnect");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World { env, mock, node } =
+        fixture::world("sse_disconnect", &[], &Tuning::default()).await;
     let auth = fixture::bearer();
     let resp = Client::new()
         .open(
@@ -120,9 +118,11 @@ async fn client_disconnect_closes_the_upstream_stream() {
 
 #[tokio::test]
 async fn events_split_into_tiny_chunks_arrive_whole_and_in_order() {
-    let env = Env::new("sse_split");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World {
+        env,
+        mock: _mock,
+        node,
+    } = fixture::world("sse_split", &[], &Tuning::default()).await;
     let auth = fixture::bearer();
     let r = Client::new()
         .get(

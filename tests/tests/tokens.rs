@@ -53,9 +53,8 @@ async fn cold_cache_hit_by_100_concurrent_requests_makes_one_token_call() {
 
 #[tokio::test]
 async fn rotated_token_is_refreshed_once_and_the_post_retried_with_its_body() {
-    let env = Env::new("rotation");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World { env, mock, node } =
+        fixture::world("rotation", &[], &Tuning::default()).await;
     let c = Client::new();
     let auth = fixture::bearer();
     let h = [
@@ -121,9 +120,8 @@ async fn rotated_token_is_refreshed_once_and_the_post_retried_with_its_body() {
 
 #[tokio::test]
 async fn a_failing_credential_is_skipped_and_all_failing_gives_503() {
-    let env = Env::new("pool_failover");
-    let mock = fixture::mock(&env, &[]).await;
-    let node = fixture::node(&env, "node", &mock, &Tuning::default()).await;
+    let fixture::World { env, mock, node } =
+        fixture::world("pool_failover", &[], &Tuning::default()).await;
     mock.control("/_mock/config", json!({"fail_clients": ["svc-a"]}))
         .await;
     let c = Client::new();

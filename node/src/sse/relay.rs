@@ -164,6 +164,11 @@ mod tests {
         (tx, StreamBody::new(stream).boxed())
     }
 
+    async fn next_data(client: &mut BoxBody) -> Bytes {
+        let frame = client.frame().await.expect("frame").expect("ok");
+        frame.into_data().expect("data")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn forwards_complete_events_only_and_sends_heartbeats() {
         let (up, body) = upstream();
@@ -171,33 +176,15 @@ mod tests {
         up.send(Ok(Frame::data(Bytes::from_static(b"data: 1\n\ndata: par"))))
             .await
             .expect("send");
-        let f = client
-            .frame()
-            .await
-            .expect("frame")
-            .expect("ok")
-            .into_data()
-            .expect("data");
+        let f = next_data(&mut client).await;
         assert_eq!(&f[..], b"data: 1\n\n");
         // Nothing more until the heartbeat interval passes (paused clock advances).
-        let f = client
-            .frame()
-            .await
-            .expect("frame")
-            .expect("ok")
-            .into_data()
-            .expect("data");
+        let f = next_data(&mut client).await;
         assert_eq!(&f[..], HEARTBEAT);
         up.send(Ok(Frame::data(Bytes::from_static(b"tial\n\n"))))
             .await
             .expect("send");
-        let f = client
-            .frame()
-            .await
-            .expect("frame")
-            .expect("ok")
-            .into_data()
-            .expect("data");
+        let f = next_data(&mut client).await;
         assert_eq!(&f[..], b"data: partial\n\n");
     }
 

@@ -222,6 +222,26 @@ pub async fn node(env: &Env, name: &str, mock: &Mock, t: &Tuning) -> Node {
         .await
 }
 
+/// The standard world of one test: its log directory, the mock, and a node
+/// on the standard config.
+#[derive(Debug)]
+pub struct World {
+    /// Log and config directory.
+    pub env: Env,
+    /// The mock upstream.
+    pub mock: Mock,
+    /// The node.
+    pub node: Node,
+}
+
+/// Starts the standard world for `test`.
+pub async fn world(test: &str, mock_args: &[&str], tuning: &Tuning) -> World {
+    let env = Env::new(test);
+    let mock = mock(&env, mock_args).await;
+    let node = node(&env, "node", &mock, tuning).await;
+    World { env, mock, node }
+}
+
 /// `Authorization` value of the test client `ci`.
 pub fn bearer() -> String {
     format!("Bearer {CLIENT_KEY}")

@@ -106,11 +106,7 @@ impl Env {
         let line = proc
             .wait_line(|v| v.get("event") == Some(&Value::from("listening")))
             .await;
-        let addr = line["addr"]
-            .as_str()
-            .expect("addr")
-            .parse()
-            .expect("socket addr");
+        let addr = listening_addr(&line);
         Mock { proc, addr }
     }
 
@@ -146,11 +142,7 @@ impl Env {
             let line = proc
                 .wait_line(|v| v.get("message") == Some(&Value::from("listening")))
                 .await;
-            let addr = line["addr"]
-                .as_str()
-                .expect("addr")
-                .parse()
-                .expect("socket addr");
+            let addr = listening_addr(&line);
             match line["listener"].as_str() {
                 Some("proxy") => proxy = Some(addr),
                 Some("admin") => admin = Some(addr),
@@ -169,6 +161,14 @@ impl Env {
         let found = secrets::scan_dir(&self.dir);
         assert!(found.is_empty(), "secrets found in logs: {found:#?}");
     }
+}
+
+/// The address named by a `listening` line.
+fn listening_addr(line: &Value) -> std::net::SocketAddr {
+    line["addr"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("listening line without a socket address: {line}"))
 }
 
 /// A child process whose output is captured to a log file.
