@@ -64,9 +64,10 @@ struct Args {
     /// Also write the report to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// `RUST_LOG` for the node (`info` includes one access-log line per request).
-    #[arg(long, default_value = "info", value_name = "FILTER")]
-    node_log: String,
+    /// Run the node with its per-request access log off
+    /// (`RUST_LOG=info,rhizome::access=off`; the default is `info`, as deployed).
+    #[arg(long)]
+    no_access_log: bool,
 }
 
 #[tokio::main]
@@ -83,6 +84,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    let node_log = if args.no_access_log {
+        "info,rhizome::access=off"
+    } else {
+        "info"
+    };
     let env = Env::new("loadtest");
     eprintln!(
         "starting rhizome-mock and rhizome-node (logs in {})",
@@ -96,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
             &cfg,
             &[
                 (fixture::SECRET_A_ENV, secrets::OAUTH_SECRET_A),
-                ("RUST_LOG", args.node_log.as_str()),
+                ("RUST_LOG", node_log),
             ],
         )
         .await;
@@ -176,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         },
         limits,
         sse_iterations: args.sse_iterations,
-        node_log: args.node_log.clone(),
+        node_log: node_log.to_owned(),
         log_dir: env.dir.display().to_string(),
         secret_findings: findings,
     };

@@ -80,8 +80,8 @@ pub fn render(facts: &Facts, outcomes: &[Outcome], sse: &SseOutcome) -> String {
     );
     let _ = writeln!(
         s,
-        "- Node log filter: `RUST_LOG={}` (at `info` the node writes one JSON \
-         access-log line per request, which this process captures to a file)",
+        "- Node log filter: `RUST_LOG={}` (with the access log on, the node writes one \
+         JSON line per request, which this process captures to a file)",
         facts.node_log
     );
     let _ = writeln!(s, "- Upstream: `rhizome-mock` (echo handler, JSON body)");

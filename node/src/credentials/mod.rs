@@ -79,7 +79,11 @@ impl Credential {
         http: HttpClient,
     ) -> Result<Self, ConfigError> {
         let path = format!("credentials[{index}]");
-        let spec = cfg.spec(&path).map_err(|mut e| e.remove(0))?;
+        let spec = cfg.spec(&path).map_err(|errs| {
+            errs.into_iter()
+                .next()
+                .unwrap_or_else(|| ConfigError::new(path.clone(), "invalid credential"))
+        })?;
         let source = TokenSource::from_spec(&spec)
             .map_err(|e| ConfigError::new(path.clone(), e.to_string()))?;
         let inject_header = HeaderName::from_bytes(cfg.inject.header.as_bytes())
@@ -98,17 +102,20 @@ impl Credential {
 
     /// A usable token: from the cache, or obtained now (single-flight).
     pub async fn token(&self) -> Result<Arc<Token>, TokenError> {
-        let token = self.cache.obtain(false, || self.fetch()).await?;
+        let token = self.cache.obtain(false, || self.fetch(true)).await?;
         token.mark_used();
         Ok(token)
     }
 
     /// Obtains a new token now, unless one was obtained while waiting.
     pub async fn refresh(&self) -> Result<Arc<Token>, TokenError> {
-        self.cache.obtain(true, || self.fetch()).await
+        self.cache.obtain(true, || self.fetch(true)).await
     }
 
-    async fn fetch(&self) -> Result<source::Minted, TokenError> {
+    /// Fetches a token. A failed refresh ahead of expiry (`counts` false) does
+    /// not cool the credential down: its current token still works, and once
+    /// that lapses a failing fetch on the request path counts.
+    async fn fetch(&self, counts: bool) -> Result<source::Minted, TokenError> {
         let result = self.source.fetch(&self.http).await;
         match &result {
             Ok(_) => {
@@ -117,8 +124,10 @@ impl Credential {
             }
             Err(e) => {
                 metrics::token_refresh(&self.name, "failure");
-                let cooldown = self.health.failure();
-                metrics::credential_cooldown(&self.name, cooldown.is_some());
+                let cooldown = if counts { self.health.failure() } else { None };
+                if counts {
+                    metrics::credential_cooldown(&self.name, cooldown.is_some());
+                }
                 tracing::warn!(credential = %self.name, error = %e, cooldown_secs = cooldown.map(|d| d.as_secs()), "token fetch failed");
             }
         }
@@ -232,7 +241,7 @@ impl Credential {
                 }
                 continue;
             }
-            match self.refresh().await {
+            match self.cache.obtain(true, || self.fetch(false)).await {
                 Ok(_) => backoff = Duration::from_secs(1),
                 Err(_) => {
                     tokio::select! {
