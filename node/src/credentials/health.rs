@@ -42,11 +42,14 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a success: failures and cooldown are cleared.
-    pub fn success(&self) {
-        if self.failing.swap(false, Ordering::AcqRel) {
+    /// Records a success: failures and cooldown are cleared. Returns true when
+    /// there was something to clear.
+    pub fn success(&self) -> bool {
+        let was_failing = self.failing.swap(false, Ordering::AcqRel);
+        if was_failing {
             *self.state() = State::default();
         }
+        was_failing
     }
 
     /// Records a failure; returns the cooldown it started, if any.

@@ -146,7 +146,9 @@ impl Credential {
 
     /// Records that upstream accepted this credential.
     pub fn upstream_accepted(&self) {
-        self.health.success();
+        if self.health.success() {
+            metrics::credential_cooldown(&self.name, false);
+        }
     }
 
     /// Records a 401 that a fresh token did not cure.
