@@ -24,6 +24,9 @@ pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 /// Extra time a request may run past its scenario's time limit before it is
 /// abandoned and counted as an error.
 const GRACE: Duration = Duration::from_secs(5);
+/// Most latency slots reserved up front for one phase (16 bytes each); past
+/// this the vectors grow on demand, still bounded by the request count.
+const PREALLOC: u64 = 1 << 20;
 
 /// Builds the keep-alive client with an idle pool of `pool` connections per host.
 pub fn client(pool: usize) -> HttpClient {
@@ -139,11 +142,8 @@ async fn phase(
     let soft = start + limits.max_time;
     let hard = soft + GRACE;
     // Each worker gets its fair share pre-allocated; the total stays bounded by `count`.
-    let share = if record {
-        usize::try_from(count.div_ceil(workers as u64)).unwrap_or(usize::MAX)
-    } else {
-        0
-    };
+    let reserve = if record { count.min(PREALLOC) } else { 0 };
+    let share = usize::try_from(reserve.div_ceil(workers as u64)).unwrap_or(0);
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
         let w = Worker {
@@ -156,7 +156,7 @@ async fn phase(
         };
         handles.push(tokio::spawn(w.run(share, record)));
     }
-    let mut latencies = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut latencies = Vec::with_capacity(usize::try_from(reserve).unwrap_or(0));
     let mut errors = 0;
     let mut time_limited = false;
     for h in handles {

@@ -46,8 +46,8 @@ Captured node and mock logs go to target/<profile>/../test-logs/loadtest-*/.";
 #[derive(Debug, Parser)]
 #[command(name = "rhizome-loadtest", version, after_help = HELP_AFTER)]
 struct Args {
-    /// Measured requests per HTTP scenario.
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Measured requests per HTTP scenario (at most 10 million: 16 bytes of latency each).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     requests: u64,
     /// Concurrent workers (and keep-alive connections) per HTTP scenario.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
@@ -59,7 +59,7 @@ struct Args {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     sse_iterations: u32,
     /// Unmeasured requests before measuring each HTTP scenario.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     warmup: u64,
     /// Also write the report to this file.
     #[arg(long, value_name = "FILE")]
