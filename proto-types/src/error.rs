@@ -32,6 +32,8 @@ pub enum ErrorCode {
     UpstreamError,
     /// A named admin resource (credential, route) does not exist.
     NotFound,
+    /// The MCP session is unknown, expired or not this client's: re-initialize.
+    SessionNotFound,
     /// The node is shutting down and takes no new work.
     ShuttingDown,
     /// An unexpected internal failure; details are in the node's log.
@@ -54,6 +56,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => "upstream_timeout",
             ErrorCode::UpstreamError => "upstream_error",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
@@ -62,7 +65,7 @@ impl ErrorCode {
     /// The HTTP status the code is answered with.
     pub fn status(self) -> u16 {
         match self {
-            ErrorCode::NoRoute | ErrorCode::NotFound => 404,
+            ErrorCode::NoRoute | ErrorCode::NotFound | ErrorCode::SessionNotFound => 404,
             ErrorCode::ClientUnauthorized | ErrorCode::AdminUnauthorized => 401,
             ErrorCode::NoHealthyCredential
             | ErrorCode::StateStoreUnavailable

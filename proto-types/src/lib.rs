@@ -7,9 +7,13 @@
 //! - [`secret`]: [`Secret`], a reference to a secret value (inline, `{ env }` or
 //!   `{ file }`) whose `Debug` never prints the value.
 //! - [`error`]: [`ErrorCode`], the stable `snake_case` codes of Rhizome's own JSON errors.
+//! - [`records`]: shared-state keys, records and events (tokens, sessions).
+//! - [`codec`]: the one binary encoding of those records (bincode, swappable).
 
+pub mod codec;
 pub mod config;
 pub mod error;
+pub mod records;
 pub mod secret;
 
 pub use config::Config;

@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(refresh_credential),
         )
         .route("/admin/v1/credentials/{name}/token", delete(delete_token))
+        .route("/admin/v1/sessions", get(list_sessions))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             require_admin_token,
@@ -170,7 +171,7 @@ async fn refresh_credential(
             format!("refresh failed: {e}"),
         ))
     })?;
-    Ok(Json(cred.view(&app.node_id)))
+    Ok(Json(cred.view(&app.owner)))
 }
 
 /// Result of dropping a token.
@@ -195,6 +196,78 @@ async fn delete_token(
     Ok(Json(Dropped {
         name,
         dropped_version: cred.clear(),
+    }))
+}
+
+/// One MCP session as the admin API shows it (never the upstream's session id).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// Proxy session id.
+    pub id: String,
+    /// Route.
+    pub route: String,
+    /// Client that owns it.
+    pub client: String,
+    /// Pinned upstream target.
+    pub target: String,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+}
+
+/// A page of sessions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    /// Sessions on this page.
+    pub sessions: Vec<SessionView>,
+    /// Pass as `cursor` for the next page; absent at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1–1000, default 100; a Redis page may hold a few more or fewer).
+    pub limit: Option<usize>,
+}
+
+/// Lists MCP sessions with cursor pagination.
+#[utoipa::path(get, path = "/admin/v1/sessions", tag = "admin", params(PageQuery),
+    responses((status = 200, body = SessionList), (status = 503, description = "`state_store_unavailable`")),
+    security(("admin_token" = [])))]
+async fn list_sessions(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+) -> Result<Json<SessionList>, AdminError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = app
+        .sessions
+        .list(q.cursor.as_deref(), limit)
+        .await
+        .map_err(|e| {
+            AdminError(
+                ProxyError::new(
+                    ErrorCode::StateStoreUnavailable,
+                    "session store unavailable",
+                )
+                .with_source(e.to_string()),
+            )
+        })?;
+    Ok(Json(SessionList {
+        sessions: page
+            .items
+            .into_iter()
+            .map(|(id, r)| SessionView {
+                id,
+                route: r.route,
+                client: r.client,
+                target: r.target,
+                created_ms: r.created_ms,
+            })
+            .collect(),
+        next_cursor: page.next,
     }))
 }
 

@@ -14,7 +14,36 @@ use std::time::{Duration, Instant, SystemTime};
 use secrecy::SecretString;
 use tokio::sync::watch;
 
-use super::source::{Minted, TokenError};
+use super::source::{unix_ms, Minted, TokenError};
+
+/// When a token is refreshed ahead and when it stops being handed out, in
+/// Unix milliseconds. Every node computes the same schedule from a shared
+/// record, so refreshes line up cluster-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Refresh ahead from here: `refresh_margin` before expiry, at most half-way.
+    pub refresh_at_ms: Option<u64>,
+    /// Not handed out from here: half the margin (at most a quarter of the life) before expiry.
+    pub stale_at_ms: Option<u64>,
+}
+
+/// The schedule of a token obtained at `obtained_ms` expiring at `expires_ms`.
+pub fn schedule(obtained_ms: u64, expires_ms: Option<u64>, margin: Duration) -> Schedule {
+    let margin_ms = u64::try_from(margin.as_millis()).unwrap_or(u64::MAX);
+    match expires_ms {
+        None => Schedule {
+            refresh_at_ms: None,
+            stale_at_ms: None,
+        },
+        Some(exp) => {
+            let life = exp.saturating_sub(obtained_ms);
+            Schedule {
+                refresh_at_ms: Some(obtained_ms + life.saturating_sub(margin_ms).max(life / 2)),
+                stale_at_ms: Some(exp - (margin_ms / 2).min(life / 4)),
+            }
+        }
+    }
+}
 
 /// A token as held in the cache.
 #[derive(Debug)]
@@ -141,22 +170,50 @@ impl TokenCache {
         outcome
     }
 
+    /// The refresh margin this cache schedules with.
+    pub fn refresh_margin(&self) -> Duration {
+        self.refresh_margin
+    }
+
+    /// Stores a token learned from shared state if it is newer than the
+    /// current one; returns whether it was stored.
+    pub fn store_newer(&self, minted: Minted) -> bool {
+        let newer = match (minted.version, read(&self.current).as_ref()) {
+            (Some(v), Some(cur)) => v > cur.version,
+            _ => true,
+        };
+        if newer {
+            self.store(minted);
+        }
+        newer
+    }
+
     fn store(&self, minted: Minted) -> Arc<Token> {
-        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        if let (Some(v), Some(cur)) = (minted.version, read(&self.current).as_ref()) {
+            if cur.version >= v {
+                return cur.clone(); // never regress to an older shared version
+            }
+        }
+        let version = minted
+            .version
+            .unwrap_or_else(|| self.next_version.fetch_add(1, Ordering::Relaxed));
+        let sched = schedule(minted.obtained_ms, minted.expires_ms, self.refresh_margin);
+        let now_ms = unix_ms();
         let now = Instant::now();
-        let refresh_in = minted
-            .expires_in
-            .map(|life| life.saturating_sub(self.refresh_margin).max(life / 2));
-        let stale_in = minted
-            .expires_in
-            .map(|life| life - (self.refresh_margin / 2).min(life / 4));
+        let at = |ms: u64| {
+            // Wall-clock instants of the record, mapped onto the monotonic clock.
+            let ahead = Duration::from_millis(ms.saturating_sub(now_ms));
+            now + ahead
+        };
         let token = Arc::new(Token {
             value: minted.value,
             version,
-            expires_at: minted.expires_in.map(|d| now + d),
-            refresh_at: refresh_in.map(|d| now + d),
-            stale_at: stale_in.map(|d| now + d),
-            expires_at_wall: minted.expires_in.map(|d| SystemTime::now() + d),
+            expires_at: minted.expires_ms.map(at),
+            refresh_at: sched.refresh_at_ms.map(at),
+            stale_at: sched.stale_at_ms.map(at),
+            expires_at_wall: minted
+                .expires_ms
+                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
             claims: minted.claims,
             used: AtomicBool::new(false),
         });
@@ -195,11 +252,11 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn minted(secs: u64) -> Minted {
-        Minted {
-            value: SecretString::from("t".to_string()),
-            expires_in: Some(Duration::from_secs(secs)),
-            claims: None,
-        }
+        Minted::new(
+            SecretString::from("t".to_string()),
+            Some(Duration::from_secs(secs)),
+            None,
+        )
     }
 
     #[tokio::test]

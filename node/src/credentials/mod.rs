@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod health;
+mod shared;
 pub mod source;
 
 use std::collections::HashMap;
@@ -22,10 +23,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
 use crate::metrics;
+use crate::state::tokens::SharedTokens;
 use crate::upstream::HttpClient;
 pub use cache::Token;
 use cache::TokenCache;
 use health::Health;
+use rhizome_proto::records::StateEvent;
+use shared::Want;
 use source::{TokenError, TokenSource};
 
 /// One configured credential and its live state.
@@ -41,6 +45,8 @@ pub struct Credential {
     cache: TokenCache,
     health: Health,
     http: HttpClient,
+    /// Token records in Redis, when tokens are shared cluster-wide.
+    shared: Option<Arc<SharedTokens>>,
 }
 
 /// What the admin API shows of a credential; never the token.
@@ -77,6 +83,7 @@ impl Credential {
         index: usize,
         cfg: &CredentialConfig,
         http: HttpClient,
+        shared: Option<Arc<SharedTokens>>,
     ) -> Result<Self, ConfigError> {
         let path = format!("credentials[{index}]");
         let spec = cfg.spec(&path).map_err(|errs| {
@@ -97,25 +104,40 @@ impl Credential {
             cache: TokenCache::new(cfg.refresh_margin),
             health: Health::new(cfg.failure_threshold, cfg.cooldown_max),
             http,
+            shared,
         })
     }
 
     /// A usable token: from the cache, or obtained now (single-flight).
     pub async fn token(&self) -> Result<Arc<Token>, TokenError> {
-        let token = self.cache.obtain(false, || self.fetch(true)).await?;
+        let token = self
+            .cache
+            .obtain(false, || self.fetch(true, Want::Usable))
+            .await?;
         token.mark_used();
         Ok(token)
     }
 
     /// Obtains a new token now, unless one was obtained while waiting.
     pub async fn refresh(&self) -> Result<Arc<Token>, TokenError> {
-        self.cache.obtain(true, || self.fetch(true)).await
+        let seen = self.cache.peek().map_or(0, |t| t.version);
+        self.cache
+            .obtain(true, || self.fetch(true, Want::NewerThan(seen)))
+            .await
+    }
+
+    /// Obtains a token: from the token endpoint, or through shared state.
+    async fn fetch(&self, counts: bool, want: Want) -> Result<source::Minted, TokenError> {
+        match &self.shared {
+            Some(s) => shared::obtain(self, s, want, counts).await,
+            None => self.call_endpoint(counts).await,
+        }
     }
 
     /// Fetches a token. A failed refresh ahead of expiry (`counts` false) does
     /// not cool the credential down: its current token still works, and once
     /// that lapses a failing fetch on the request path counts.
-    async fn fetch(&self, counts: bool) -> Result<source::Minted, TokenError> {
+    async fn call_endpoint(&self, counts: bool) -> Result<source::Minted, TokenError> {
         let result = self.source.fetch(&self.http).await;
         match &result {
             Ok(_) => {
@@ -134,9 +156,54 @@ impl Credential {
         result
     }
 
-    /// Drops token `version` after a 401 (compare-and-set; true if this call did).
-    pub fn invalidate(&self, version: u64) -> bool {
-        self.cache.invalidate(version)
+    /// Drops token `version` after a 401: compare-and-set locally, then in
+    /// shared state, so a storm of 401s invalidates once per node and once
+    /// cluster-wide. Returns true if this call invalidated it locally.
+    pub async fn invalidate(&self, version: u64) -> bool {
+        let local = self.cache.invalidate(version);
+        if let (true, Some(shared)) = (local, &self.shared) {
+            match shared.invalidate(&self.name, version).await {
+                Ok(true) => {
+                    shared::publish(
+                        shared,
+                        &StateEvent::Invalidated {
+                            credential: self.name.clone(),
+                            version,
+                        },
+                    )
+                    .await
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(credential = %self.name, error = %e, "shared invalidation failed")
+                }
+            }
+        }
+        local
+    }
+
+    /// Version of the cached token, if any.
+    pub fn cached_version(&self) -> Option<u64> {
+        self.cache.peek().map(|t| t.version)
+    }
+
+    /// Shared state says `version` was invalidated elsewhere.
+    pub fn invalidated_elsewhere(&self, version: u64) {
+        self.cache.invalidate(version);
+    }
+
+    /// Loads the shared record into the local cache if it is newer.
+    pub async fn load_shared(&self) {
+        let Some(shared) = &self.shared else { return };
+        match shared.read(&self.name).await {
+            Ok(Some(rec)) => {
+                self.cache.store_newer(shared::into_minted(rec));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(credential = %self.name, error = %e, "loading the shared token failed")
+            }
+        }
     }
 
     /// Drops the cached token whatever its version.
@@ -243,7 +310,11 @@ impl Credential {
                 }
                 continue;
             }
-            match self.cache.obtain(true, || self.fetch(false)).await {
+            match self
+                .cache
+                .obtain(true, || self.fetch(false, Want::Ahead))
+                .await
+            {
                 Ok(_) => backoff = Duration::from_secs(1),
                 Err(_) => {
                     tokio::select! {
@@ -269,11 +340,15 @@ impl Credentials {
     pub fn from_config(
         cfgs: &[CredentialConfig],
         http: &HttpClient,
+        shared: Option<&Arc<SharedTokens>>,
     ) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut out = Credentials::default();
         for (i, c) in cfgs.iter().enumerate() {
-            match Credential::from_config(i, c, http.clone()) {
+            // Only token-endpoint credentials are shared: static keys need no
+            // refresh and JWTs are minted by each node for itself.
+            let shared = shared.filter(|_| c.kind == CredentialKind::Oauth2ClientCredentials);
+            match Credential::from_config(i, c, http.clone(), shared.cloned()) {
                 Ok(cred) => {
                     let cred = Arc::new(cred);
                     out.by_name.insert(cred.name.clone(), cred.clone());
@@ -344,6 +419,14 @@ impl Pool {
             .filter_map(|c| c.cooldown_left())
             .min()
             .unwrap_or(Duration::from_secs(1));
+        if let Some(TokenError::StateStore(_)) = &last_error {
+            return Err(ProxyError::new(
+                ErrorCode::StateStoreUnavailable,
+                "shared state is unavailable and no cached token can be used",
+            )
+            .with_retry_after(Duration::from_secs(1))
+            .with_source(last_error.map_or_else(String::new, |e| e.to_string())));
+        }
         let mut err = ProxyError::new(
             ErrorCode::NoHealthyCredential,
             "no credential of this route can currently obtain a token",

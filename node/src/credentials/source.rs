@@ -41,10 +41,41 @@ const PUBLIC_CLAIMS: [&str; 9] = [
 pub struct Minted {
     /// The value.
     pub value: SecretString,
-    /// Lifetime from now, if the token expires.
-    pub expires_in: Option<Duration>,
+    /// When it was obtained, Unix milliseconds.
+    pub obtained_ms: u64,
+    /// When it expires, Unix milliseconds (none: never).
+    pub expires_ms: Option<u64>,
     /// Non-secret claims, when the token is a JWT.
     pub claims: Option<serde_json::Value>,
+    /// Cluster-wide version, when the token came from shared state.
+    pub version: Option<u64>,
+}
+
+impl Minted {
+    /// A token obtained now that lives `lifetime` (none: never expires).
+    pub fn new(
+        value: SecretString,
+        lifetime: Option<Duration>,
+        claims: Option<serde_json::Value>,
+    ) -> Self {
+        let obtained_ms = unix_ms();
+        let life_ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Minted {
+            value,
+            obtained_ms,
+            expires_ms: lifetime.map(|d| obtained_ms.saturating_add(life_ms(d))),
+            claims,
+            version: None,
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Why a token could not be obtained.
@@ -67,6 +98,12 @@ pub enum TokenError {
     /// Signing a JWT failed.
     #[error("jwt signing failed: {0}")]
     Signing(String),
+    /// Shared state (Redis) could not be read or written.
+    #[error("{0}")]
+    StateStore(String),
+    /// Another node holds the refresh lock and did not publish a token in time.
+    #[error("waited {0:?} for another node's refresh")]
+    WaitedForPeer(Duration),
 }
 
 /// The kind-specific way of obtaining a token.
@@ -215,11 +252,7 @@ impl TokenSource {
     /// Obtains a new token.
     pub async fn fetch(&self, http: &HttpClient) -> Result<Minted, TokenError> {
         match self {
-            TokenSource::Static(v) => Ok(Minted {
-                value: v.clone(),
-                expires_in: None,
-                claims: None,
-            }),
+            TokenSource::Static(v) => Ok(Minted::new(v.clone(), None, None)),
             TokenSource::Jwt {
                 key,
                 algorithm,
@@ -267,11 +300,11 @@ fn mint_jwt(
     all.insert("jti".into(), hex::encode(rand::random::<[u8; 12]>()).into());
     let value =
         jsonwebtoken::encode(header, &all, key).map_err(|e| TokenError::Signing(e.to_string()))?;
-    Ok(Minted {
-        value: SecretString::from(value),
-        expires_in: Some(lifetime),
-        claims: Some(public_claims(&all)),
-    })
+    Ok(Minted::new(
+        SecretString::from(value),
+        Some(lifetime),
+        Some(public_claims(&all)),
+    ))
 }
 
 /// The non-secret claims of a JWT payload, for the admin view.
@@ -385,11 +418,11 @@ async fn oauth2(
         return Err(TokenError::InvalidResponse("empty access_token".into()));
     }
     let claims = claims_of(&parsed.access_token);
-    Ok(Minted {
-        value: SecretString::from(parsed.access_token),
-        expires_in: parsed.expires_in.map(Duration::from_secs),
+    Ok(Minted::new(
+        SecretString::from(parsed.access_token),
+        parsed.expires_in.map(Duration::from_secs),
         claims,
-    })
+    ))
 }
 
 trait ClassifyName {

@@ -70,6 +70,40 @@ fn describe() {
         "rhizome_credential_cooldown",
         "1 while the credential is cooling down."
     );
+    describe_gauge!("rhizome_redis_up", "1 while Redis answers.");
+    describe_histogram!(
+        "rhizome_redis_op_duration_seconds",
+        Unit::Seconds,
+        "Duration of Redis operations, by operation."
+    );
+    describe_gauge!(
+        "rhizome_sessions_active",
+        "MCP sessions in this node's local cache."
+    );
+    describe_counter!(
+        "rhizome_sessions_created_total",
+        "MCP proxy sessions created by this node."
+    );
+}
+
+/// Whether Redis answers.
+pub fn redis_up(up: bool) {
+    gauge!("rhizome_redis_up").set(f64::from(u8::from(up)));
+}
+
+/// One Redis operation.
+pub fn redis_op(op: &'static str, duration: Duration) {
+    histogram!("rhizome_redis_op_duration_seconds", "op" => op).record(duration);
+}
+
+/// Sessions in the local cache.
+pub fn sessions_active(n: usize) {
+    gauge!("rhizome_sessions_active").set(n as f64);
+}
+
+/// One MCP proxy session created.
+pub fn session_created() {
+    counter!("rhizome_sessions_created_total").increment(1);
 }
 
 /// One answered request.

@@ -18,7 +18,7 @@ use rhizome_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{body, AccessLog, OutBody, Proxy, REQUEST_ID};
+use super::{body, AccessLog, OutBody, Outgoing, Proxy, REQUEST_ID};
 use crate::error::{full, ProxyError};
 use crate::routing::has_dot_segments;
 use crate::upstream::headers;
@@ -185,7 +185,17 @@ pub async fn handle(
     let mut out = OutBody::Buffered(body);
     let exchange = async {
         let ex = proxy
-            .exchange(&route, true, method, &path, hdrs, &mut out)
+            .exchange(
+                &route,
+                Outgoing {
+                    method,
+                    path,
+                    headers: hdrs,
+                    inject: true,
+                    pin: None,
+                },
+                &mut out,
+            )
             .await?;
         let (parts, body) = ex.response.into_parts();
         let bytes = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))

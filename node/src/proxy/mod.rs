@@ -12,6 +12,7 @@
 
 mod body;
 pub mod intent;
+mod mcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,21 @@ pub struct Proxy {
     app: Arc<App>,
 }
 
+/// A request prepared for the upstream hop.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Method.
+    pub method: Method,
+    /// Path and query sent upstream.
+    pub path: String,
+    /// Headers, already cleaned for the upstream hop.
+    pub headers: HeaderMap,
+    /// Whether a credential is injected (false for anonymous public paths).
+    pub inject: bool,
+    /// Target the request must use (a pinned session), if any.
+    pub pin: Option<usize>,
+}
+
 /// What came back from upstream, with what is needed to log it.
 #[derive(Debug)]
 pub struct Exchange {
@@ -52,6 +68,8 @@ pub struct Exchange {
     pub upstream: Duration,
     /// Attempts repeated (401 retry, connect error).
     pub retries: u32,
+    /// Index of the upstream target that answered.
+    pub target: usize,
 }
 
 impl Proxy {
@@ -121,14 +139,31 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&log.request_id) {
             parts.headers.insert(REQUEST_ID, v);
         }
+        let session = mcp::before(self, &route, log.client.as_deref(), &mut parts.headers).await?;
         // An unauthenticated request on a public path never carries our credential.
         let inject = log.client.is_some();
-        let ex = self
-            .exchange(&route, inject, parts.method, &path, parts.headers, &mut out)
-            .await?;
+        let method = parts.method.clone();
+        let outgoing = Outgoing {
+            method: parts.method,
+            path,
+            headers: parts.headers,
+            inject,
+            pin: session.pin(),
+        };
+        let mut ex = self.exchange(&route, outgoing, &mut out).await?;
         log.credential = ex.credential.as_ref().map(|c| c.name.clone());
         log.upstream = Some(ex.upstream);
         log.retries = ex.retries;
+        mcp::after(
+            self,
+            &route,
+            &session,
+            &method,
+            log.client.as_deref(),
+            ex.target,
+            &mut ex.response,
+        )
+        .await?;
         Ok(self.respond(&route, &accept_sse, ex.response, &log.request_id))
     }
 
@@ -180,12 +215,17 @@ impl Proxy {
     pub async fn exchange(
         &self,
         route: &Route,
-        inject: bool,
-        method: Method,
-        path: &str,
-        headers: HeaderMap,
+        req: Outgoing,
         body: &mut OutBody,
     ) -> Result<Exchange, ProxyError> {
+        let Outgoing {
+            method,
+            path,
+            headers,
+            inject,
+            pin,
+        } = req;
+        let path = path.as_str();
         let mut picked: Option<(Arc<Credential>, Arc<Token>)> = if !inject || route.pool.is_empty()
         {
             None
@@ -202,7 +242,8 @@ impl Proxy {
                 })?;
             }
             let started = Instant::now();
-            let (response, more) = self.forward(route, &method, path, &h, body).await?;
+            let (response, more, target) =
+                self.forward(route, &method, path, &h, body, pin).await?;
             retries += more;
             let upstream = started.elapsed();
             metrics::upstream_duration(&route.name, upstream);
@@ -212,6 +253,7 @@ impl Proxy {
                     credential: None,
                     upstream,
                     retries,
+                    target,
                 });
             };
             if response.status() != StatusCode::UNAUTHORIZED {
@@ -221,9 +263,10 @@ impl Proxy {
                     credential: Some(cred.clone()),
                     upstream,
                     retries,
+                    target,
                 });
             }
-            cred.invalidate(token.version);
+            cred.invalidate(token.version).await;
             if retries > 0 || !body.replayable() {
                 if retries > 0 {
                     cred.upstream_rejected();
@@ -233,6 +276,7 @@ impl Proxy {
                     credential: Some(cred.clone()),
                     upstream,
                     retries,
+                    target,
                 });
             }
             metrics::upstream_retry("unauthorized");
@@ -246,6 +290,7 @@ impl Proxy {
                         credential: Some(cred.clone()),
                         upstream,
                         retries,
+                        target,
                     })
                 }
             };
@@ -263,12 +308,13 @@ impl Proxy {
         path: &str,
         headers: &HeaderMap,
         body: &mut OutBody,
-    ) -> Result<(Response<Incoming>, u32), ProxyError> {
+        pin: Option<usize>,
+    ) -> Result<(Response<Incoming>, u32, usize), ProxyError> {
         let upstream = &route.upstream;
         let mut exclude = None;
         let mut retries = 0;
         loop {
-            let idx = upstream.pick(exclude);
+            let idx = pin.unwrap_or_else(|| upstream.pick(exclude));
             let uri = upstream.uri(idx, path).map_err(|e| {
                 ProxyError::new(ErrorCode::BadRequest, "invalid request path").with_source(e)
             })?;
@@ -298,7 +344,7 @@ impl Proxy {
                         Outcome::Healthy
                     };
                     upstream.report(idx, outcome);
-                    return Ok((resp, retries));
+                    return Ok((resp, retries, idx));
                 }
                 Ok(Err(e)) if is_body_limit(&e) => {
                     return Err(ProxyError::new(
@@ -308,7 +354,7 @@ impl Proxy {
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     upstream.report(idx, Outcome::Failed);
-                    if retries == 0 && body.replayable() && upstream.len() > 1 {
+                    if retries == 0 && pin.is_none() && body.replayable() && upstream.len() > 1 {
                         metrics::upstream_retry("connect_error");
                         tracing::debug!(upstream = %upstream.name, error = %error_chain(&e), "connect failed; trying another target");
                         retries += 1;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhizome_proto::config::{ConfigError, RouteConfig, SseConfig};
+use rhizome_proto::config::{ConfigError, RouteConfig, SessionMode, SseConfig};
 
 use crate::credentials::{Credentials, Pool};
 use crate::upstream::Upstream;
@@ -34,6 +34,10 @@ pub struct Route {
     pub max_body: u64,
     /// SSE handling.
     pub sse: SseConfig,
+    /// Session handling.
+    pub session: SessionMode,
+    /// Idle TTL of MCP sessions.
+    pub session_idle_ttl: Duration,
 }
 
 impl Route {
@@ -135,6 +139,8 @@ impl Router {
                 retry_body_limit: r.retry_body_limit.as_u64(),
                 max_body: r.max_body.map_or(max_body, |b| b.as_u64()),
                 sse: r.sse.clone(),
+                session: r.session,
+                session_idle_ttl: r.session_idle_ttl,
             });
             router.by_name.insert(route.name.clone(), route.clone());
             router.ordered.push(route);

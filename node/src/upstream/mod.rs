@@ -143,6 +143,17 @@ impl Upstream {
             .build()
     }
 
+    /// The base URL of target `idx` (what sessions are pinned to).
+    pub fn target_url(&self, idx: usize) -> String {
+        let t = &self.targets[idx];
+        format!("{}://{}{}", t.scheme, t.authority, t.base_path)
+    }
+
+    /// The index of the target whose base URL is `url`.
+    pub fn index_of(&self, url: &str) -> Option<usize> {
+        (0..self.targets.len()).find(|&i| self.target_url(i) == url)
+    }
+
     /// Whether target `idx` is reached over TLS.
     pub fn is_tls(&self, idx: usize) -> bool {
         self.targets[idx].scheme == Scheme::HTTPS

@@ -164,6 +164,9 @@ pub struct RouteConfig {
     /// Session handling.
     #[serde(default)]
     pub session: SessionMode,
+    /// MCP sessions unused this long expire (sliding).
+    #[serde(default = "default_session_idle_ttl", with = "humantime_serde")]
+    pub session_idle_ttl: Duration,
     /// Server-sent events handling.
     #[serde(default)]
     pub sse: SseConfig,
@@ -171,6 +174,9 @@ pub struct RouteConfig {
 
 fn default_route_timeout() -> Duration {
     Duration::from_secs(30)
+}
+fn default_session_idle_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
 }
 fn default_retry_body_limit() -> ByteSize {
     ByteSize::mib(1)

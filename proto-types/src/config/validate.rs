@@ -80,16 +80,21 @@ impl Config {
                 "must be between 8192 and 1048576",
             ));
         }
-        if self.state.backend == StateBackend::Redis {
-            e.push(ConfigError::new(
-                "state.backend",
-                "\"redis\" is not available in this build; use \"memory\"",
-            ));
-        }
-        if self.coordinator.mode != CoordinatorMode::Embedded {
-            e.push(ConfigError::new(
+        match (self.coordinator.mode, self.state.backend) {
+            (CoordinatorMode::Cluster, _) => e.push(ConfigError::new(
                 "coordinator.mode",
-                "only \"embedded\" is available in this build",
+                "\"cluster\" is not available in this build; use \"embedded\" or \"redis-lock\"",
+            )),
+            (CoordinatorMode::RedisLock, StateBackend::Memory) => e.push(ConfigError::new(
+                "coordinator.mode",
+                "\"redis-lock\" needs state.backend = \"redis\"",
+            )),
+            _ => {}
+        }
+        if self.state.encryption_key.is_some() && self.state.backend == StateBackend::Memory {
+            e.push(ConfigError::new(
+                "state.encryption_key",
+                "only applies to state.backend = \"redis\" (memory state never leaves the process)",
             ));
         }
         unique(self.clients.iter().map(|c| c.name.as_str()), "clients", e);
@@ -215,10 +220,10 @@ impl Config {
                     ));
                 }
             }
-            if r.session == SessionMode::Mcp {
+            if r.session == SessionMode::Mcp && r.session_idle_ttl.as_secs() < 4 {
                 e.push(ConfigError::new(
-                    format!("{path}.session"),
-                    "\"mcp\" sessions are not available in this build",
+                    format!("{path}.session_idle_ttl"),
+                    "must be at least 4s",
                 ));
             }
             if r.sse.replay {

@@ -50,6 +50,8 @@ pub struct Tuning {
     pub sse: &'static str,
     /// `max_body` of the `/n/` route.
     pub max_body: &'static str,
+    /// TOML appended at the end (e.g. `[state]` and `[coordinator]` tables).
+    pub extra: String,
 }
 
 impl Default for Tuning {
@@ -59,6 +61,7 @@ impl Default for Tuning {
             failure_threshold: 3,
             sse: "",
             max_body: "10MiB",
+            extra: String::new(),
         }
     }
 }
@@ -75,6 +78,7 @@ pub fn config(env: &Env, mock: &Mock, t: &Tuning) -> String {
         failure_threshold,
         sse,
         max_body,
+        extra,
     } = t;
     let of = other_key_file.display();
     format!(
@@ -204,6 +208,14 @@ upstream = "mock"
 max_body = "{max_body}"
 
 [[routes]]
+name = "m"
+path_prefix = "/m/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["static"]
+session = "mcp"
+
+[[routes]]
 name = "e"
 path_prefix = "/e/"
 strip_prefix = true
@@ -211,6 +223,8 @@ upstream = "mock"
 credentials = ["oauth-a"]
 [routes.sse]
 {sse}
+
+{extra}
 "#
     )
 }
@@ -240,6 +254,13 @@ pub async fn world(test: &str, mock_args: &[&str], tuning: &Tuning) -> World {
     let mock = mock(&env, mock_args).await;
     let node = node(&env, "node", &mock, tuning).await;
     World { env, mock, node }
+}
+
+/// `[state]` and `[coordinator]` for a cluster sharing `redis_url` in `redis-lock` mode.
+pub fn redis_lock(redis_url: &str) -> String {
+    format!(
+        "[state]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\nop_timeout = \"250ms\"\n\n[coordinator]\nmode = \"redis-lock\"\n"
+    )
 }
 
 /// `Authorization` value of the test client `ci`.

@@ -8,6 +8,7 @@
 
 pub mod fixture;
 pub mod http;
+pub mod redis;
 pub mod secrets;
 
 use std::path::{Path, PathBuf};

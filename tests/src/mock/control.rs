@@ -17,12 +17,14 @@ use super::state::{lock, MockState, Stats};
 pub(crate) async fn stats(State(state): State<Arc<MockState>>) -> Response {
     let stats = lock(&state.stats).clone();
     let manual = lock(&state.manual).open_counts();
+    let mcp_live = lock(&state.mcp).len();
     let mut doc = serde_json::to_value(stats).unwrap_or_else(|_| json!({}));
     doc["sse_manual_open"] = json!(manual);
+    doc["mcp_sessions_live"] = json!(mcp_live);
     Json(doc).into_response()
 }
 
-/// `POST /_mock/reset`: zeroes every counter.
+/// `POST /_mock/reset`: zeroes every counter (live MCP sessions stay).
 pub(crate) async fn reset(State(state): State<Arc<MockState>>) -> Response {
     *lock(&state.stats) = Stats::default();
     tracing::info!("counters reset");

@@ -1,13 +1,16 @@
 //! `rhizome-mock`: a stand-in for the outside world in end-to-end tests and
 //! the loadtest — an OAuth2 token server, an API that verifies the
-//! credentials the proxy injects and echoes requests, SSE upstreams, and a
-//! `/_mock/` control plane. This module owns the command line and wiring; the
-//! binary only parses [`Args`] and calls [`run`].
+//! credentials the proxy injects and echoes requests, SSE upstreams, an MCP
+//! Streamable-HTTP upstream, and a `/_mock/` control plane. This module owns
+//! the command line and wiring; the binary only parses [`Args`] and calls
+//! [`run`].
 
 mod api;
 mod auth;
 mod control;
 mod manual;
+mod mcp;
+mod mcp_proto;
 mod server;
 mod sse;
 mod state;
@@ -149,6 +152,7 @@ fn build_state(args: &Args) -> anyhow::Result<MockState> {
         tokens: Mutex::new(TokenStore::default()),
         stats: Mutex::new(Stats::default()),
         manual: Mutex::new(sse::ManualRegistry::default()),
+        mcp: Mutex::new(mcp::McpSessions::default()),
         emit_lock: tokio::sync::Mutex::new(()),
     })
 }
@@ -165,11 +169,13 @@ fn router(state: Arc<MockState>) -> Router {
         .route("/_mock/reset", post(control::reset))
         .route("/_mock/sse/{name}/emit", post(manual::emit))
         .route("/_mock/sse/{name}/close", post(manual::close))
+        .route("/_mock/mcp/forget", post(mcp::forget))
         .route("/slow", get(api::slow))
         .route("/status/{code}", get(api::status))
         .route("/bytes", get(api::bytes))
         .route("/sse", get(sse::sse))
         .route("/sse/manual/{name}", get(manual::open))
+        .route("/mcp", post(mcp::post).get(mcp::get).delete(mcp::delete))
         .fallback(api::echo)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

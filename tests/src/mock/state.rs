@@ -1,7 +1,7 @@
 //! Shared state of the mock: the fixed start-up configuration (clients, static
 //! keys, JWT keys), the runtime-tunable configuration, the store of issued
-//! OAuth tokens with their validity rules, and the counters behind
-//! `/_mock/stats`.
+//! OAuth tokens with their validity rules, the live MCP sessions, and the
+//! counters behind `/_mock/stats`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::auth::JwtKeys;
+use super::mcp::McpSessions;
 use super::sse::ManualRegistry;
 
 /// Locks a mutex, ignoring poisoning: the mock's state stays usable even if a
@@ -30,6 +31,8 @@ pub(crate) struct MockState {
     pub tokens: Mutex<TokenStore>,
     pub stats: Mutex<Stats>,
     pub manual: Mutex<ManualRegistry>,
+    /// Live upstream sessions of the mock MCP server.
+    pub mcp: Mutex<McpSessions>,
     /// Serialises manual SSE emits so event ids arrive in order.
     pub emit_lock: tokio::sync::Mutex<()>,
 }
@@ -72,7 +75,8 @@ pub(crate) struct AuthMethodCounts {
 }
 
 /// The counters reported by `/_mock/stats` (except the per-name manual SSE
-/// gauge, which lives in the [`ManualRegistry`]).
+/// gauge, which lives in the [`ManualRegistry`], and the live MCP session
+/// gauge, which lives in [`McpSessions`]).
 #[derive(Debug, Default, Clone, Serialize)]
 pub(crate) struct Stats {
     pub token_calls_total: u64,
@@ -85,6 +89,11 @@ pub(crate) struct Stats {
     pub sse_closed: u64,
     pub last_event_id_seen: Option<String>,
     pub requests_by_path: BTreeMap<String, u64>,
+    pub mcp_sessions_created: u64,
+    pub mcp_sessions_deleted: u64,
+    pub mcp_stateless: u64,
+    /// Requests per upstream MCP session, `initialize` included.
+    pub mcp_requests: BTreeMap<String, u64>,
 }
 
 /// One token the mock issued.

@@ -1,0 +1,146 @@
+//! Obtaining a token through shared state (`state.backend = "redis"`,
+//! `coordinator.mode = "redis-lock"`): read the record; if it does not serve,
+//! take the credential's fenced refresh lock, re-read (somebody may have just
+//! refreshed), fetch from the token endpoint, write under the lock's epoch and
+//! publish `updated`. A node that finds the lock taken waits for the holder's
+//! token (pub/sub, with polling as the fallback since pub/sub is at most once).
+//! So each refresh is one token-endpoint call cluster-wide (G1, G2).
+
+use std::time::{Duration, Instant};
+
+use rhizome_proto::codec;
+use rhizome_proto::records::{StateEvent, TOKEN_EVENTS};
+
+use super::cache::schedule;
+use super::source::{unix_ms, Minted, TokenError};
+use super::Credential;
+use crate::state::redis::StateError;
+use crate::state::tokens::{Record, SharedTokens};
+
+/// How often a waiting node re-reads the record when no event arrives.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the caller needs from the record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// A token that may still be handed out.
+    Usable,
+    /// A token not yet due for its ahead-of-expiry refresh.
+    Ahead,
+    /// A token newer than `version` (admin refresh).
+    NewerThan(u64),
+}
+
+fn state_err(e: StateError) -> TokenError {
+    TokenError::StateStore(e.to_string())
+}
+
+fn serves(rec: &Record, want: Want, margin: Duration) -> bool {
+    let sched = schedule(rec.obtained_ms, rec.expires_ms, margin);
+    let now = unix_ms();
+    match want {
+        Want::Usable => sched.stale_at_ms.is_none_or(|s| now < s),
+        Want::Ahead => sched.refresh_at_ms.is_none_or(|r| now < r),
+        Want::NewerThan(v) => rec.version > v,
+    }
+}
+
+/// A shared record as a cache entry.
+pub fn into_minted(rec: Record) -> Minted {
+    Minted {
+        value: rec.value,
+        obtained_ms: rec.obtained_ms,
+        expires_ms: rec.expires_ms,
+        claims: rec.claims,
+        version: Some(rec.version),
+    }
+}
+
+/// Obtains a token for `cred` through `shared` as `want` asks.
+pub async fn obtain(
+    cred: &Credential,
+    shared: &SharedTokens,
+    want: Want,
+    counts: bool,
+) -> Result<Minted, TokenError> {
+    let margin = cred.cache.refresh_margin();
+    let wait_limit = super::source::TOKEN_FETCH_TIMEOUT + Duration::from_secs(5);
+    let deadline = Instant::now() + wait_limit;
+    let mut changes = cred.cache.subscribe();
+    loop {
+        if let Some(rec) = shared.read(&cred.name).await.map_err(state_err)? {
+            if serves(&rec, want, margin) {
+                return Ok(into_minted(rec));
+            }
+        }
+        if let Some(lease) = shared.try_lock(&cred.name).await.map_err(state_err)? {
+            let result = refresh_locked(cred, shared, want, margin, &lease, counts).await;
+            shared.unlock(&cred.name, &lease).await;
+            match result? {
+                Some(minted) => return Ok(minted),
+                None => continue, // fenced out by a newer writer: read what it wrote
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(TokenError::WaitedForPeer(wait_limit));
+        }
+        // Another node is refreshing: its `updated` event wakes us, or we poll.
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+async fn refresh_locked(
+    cred: &Credential,
+    shared: &SharedTokens,
+    want: Want,
+    margin: Duration,
+    lease: &crate::state::tokens::Lease,
+    counts: bool,
+) -> Result<Option<Minted>, TokenError> {
+    if let Some(rec) = shared.read(&cred.name).await.map_err(state_err)? {
+        if serves(&rec, want, margin) {
+            return Ok(Some(into_minted(rec)));
+        }
+    }
+    let mut minted = cred.call_endpoint(counts).await?;
+    let written = shared
+        .write(
+            &cred.name,
+            lease,
+            &minted.value,
+            minted.obtained_ms,
+            minted.expires_ms,
+            minted.claims.as_ref(),
+        )
+        .await
+        .map_err(state_err)?;
+    let Some(version) = written else {
+        tracing::warn!(credential = %cred.name, epoch = lease.epoch, "token write fenced out by a newer epoch");
+        return Ok(None);
+    };
+    minted.version = Some(version);
+    publish(
+        shared,
+        &StateEvent::Updated {
+            credential: cred.name.clone(),
+            version,
+        },
+    )
+    .await;
+    Ok(Some(minted))
+}
+
+/// Publishes a token event (best effort: receivers also poll and resync).
+pub async fn publish(shared: &SharedTokens, event: &StateEvent) {
+    match codec::encode(event) {
+        Ok(payload) => {
+            if let Err(e) = shared.redis().publish(TOKEN_EVENTS, payload).await {
+                tracing::warn!(error = %e, "publishing a token event failed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "encoding a token event failed"),
+    }
+}

@@ -1,0 +1,204 @@
+//! MCP Streamable HTTP sessions (DESIGN §6). The upstream's `Mcp-Session-Id`
+//! (`U`) is never shown to clients: the node answers with its own proxy id
+//! (`P`, 128 random bits) and keeps `P → U` (plus the pinned target, route and
+//! client identity) in the [`SessionStore`], so any node can serve the next
+//! request. A small local cache keeps hits at zero state-store commands;
+//! a miss is one command (GETEX, which also slides the TTL); the TTL of cached
+//! sessions is slid in the background at most every quarter of the TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rhizome_proto::codec;
+use rhizome_proto::records::{SessionRecord, StateEvent, TOKEN_EVENTS};
+
+use crate::metrics;
+use crate::state::redis::{Redis, StateError};
+use crate::state::sessions::{Page, SessionStore};
+
+/// Header carrying the session id, both ways.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// Header carrying the MCP protocol revision.
+pub const PROTOCOL_HEADER: &str = "mcp-protocol-version";
+/// The stateless protocol revision: passed through without session mapping.
+pub const STATELESS_REVISION: &str = "2026-07-28";
+/// Entries kept at most in the local cache.
+const MAX_CACHED: usize = 10_000;
+/// A cached entry is trusted this long at most before it is read again.
+const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// Sessions: the shared store plus this node's cache of it.
+#[derive(Debug)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    redis: Option<Arc<Redis>>,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    record: SessionRecord,
+    cached_at: Instant,
+    touched_at: Instant,
+}
+
+/// Why a session cannot be used.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Found, and the caller may use it.
+    Found(SessionRecord),
+    /// Unknown, expired, or not this client's or route's: answer 404.
+    NotFound,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Sessions {
+    /// Sessions over `store`; `redis` publishes deletions to other nodes.
+    pub fn new(store: Arc<dyn SessionStore>, redis: Option<Arc<Redis>>) -> Self {
+        Sessions {
+            store,
+            redis,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, id: &str, record: SessionRecord) {
+        let mut cache = self.cache();
+        if cache.len() >= MAX_CACHED && !cache.contains_key(id) {
+            let now = Instant::now();
+            cache.retain(|_, c| now.duration_since(c.cached_at) < CACHE_FOR);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        let now = Instant::now();
+        cache.insert(
+            id.to_string(),
+            Cached {
+                record,
+                cached_at: now,
+                touched_at: now,
+            },
+        );
+        metrics::sessions_active(cache.len());
+    }
+
+    /// The session `id` for `client` on `route`, sliding its TTL.
+    pub async fn lookup(
+        self: &Arc<Self>,
+        id: &str,
+        client: &str,
+        route: &str,
+        ttl: Duration,
+    ) -> Result<Lookup, StateError> {
+        let cached = {
+            let mut cache = self.cache();
+            let now = Instant::now();
+            match cache.get_mut(id) {
+                Some(c) if now.duration_since(c.cached_at) < CACHE_FOR.min(ttl / 4) => {
+                    let touch = now.duration_since(c.touched_at) >= ttl / 4;
+                    if touch {
+                        c.touched_at = now;
+                    }
+                    Some((c.record.clone(), touch))
+                }
+                _ => None,
+            }
+        };
+        let record = match cached {
+            Some((record, touch)) => {
+                if touch {
+                    let (this, id) = (self.clone(), id.to_string());
+                    tokio::spawn(async move {
+                        if let Err(e) = this.store.touch(&id, ttl).await {
+                            tracing::debug!(error = %e, "sliding a session TTL failed");
+                        }
+                    });
+                }
+                record
+            }
+            None => match self.store.get(id, Some(ttl)).await? {
+                Some(record) => {
+                    self.remember(id, record.clone());
+                    record
+                }
+                None => return Ok(Lookup::NotFound),
+            },
+        };
+        if record.client != client || record.route != route {
+            return Ok(Lookup::NotFound);
+        }
+        Ok(Lookup::Found(record))
+    }
+
+    /// Creates a proxy session for upstream session `upstream_session`.
+    pub async fn create(
+        &self,
+        upstream_session: &str,
+        route: &str,
+        target: &str,
+        client: &str,
+        ttl: Duration,
+    ) -> Result<String, StateError> {
+        let id = format!("rzs-{}", hex::encode(rand::random::<[u8; 16]>()));
+        let now = now_ms();
+        let record = SessionRecord {
+            upstream_session: upstream_session.to_string(),
+            route: route.to_string(),
+            target: target.to_string(),
+            client: client.to_string(),
+            created_ms: now,
+            last_seen_ms: now,
+        };
+        self.store.put(&id, &record, ttl).await?;
+        self.remember(&id, record);
+        metrics::session_created();
+        Ok(id)
+    }
+
+    /// Ends session `id` everywhere.
+    pub async fn remove(&self, id: &str) -> Result<bool, StateError> {
+        self.forget_local(id);
+        let existed = self.store.delete(id).await?;
+        if let Some(redis) = &self.redis {
+            let ev = StateEvent::SessionDeleted { id: id.to_string() };
+            if let Ok(payload) = codec::encode(&ev) {
+                if let Err(e) = redis.publish(TOKEN_EVENTS, payload).await {
+                    tracing::debug!(error = %e, "publishing a session deletion failed");
+                }
+            }
+        }
+        Ok(existed)
+    }
+
+    /// Drops `id` from this node's cache (deleted elsewhere).
+    pub fn forget_local(&self, id: &str) {
+        let mut cache = self.cache();
+        cache.remove(id);
+        metrics::sessions_active(cache.len());
+    }
+
+    /// Drops the whole local cache (events may have been missed).
+    pub fn clear_local(&self) {
+        self.cache().clear();
+        metrics::sessions_active(0);
+    }
+
+    /// A page of sessions, for the admin API.
+    pub async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page, StateError> {
+        self.store.list(cursor, limit).await
+    }
+}

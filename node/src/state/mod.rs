@@ -1,0 +1,80 @@
+//! Where a node's shared state lives (DESIGN §4, §6): in this process on the
+//! embedded default, or in Redis for a cluster. [`SharedState`] bundles the
+//! session store every route uses, and — with Redis — the token records and
+//! the event subscription that keeps local caches fresh.
+
+pub mod events;
+pub mod redis;
+pub mod sessions;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhizome_proto::config::{ConfigError, CoordinatorMode, StateBackend, StateConfig};
+use secrecy::SecretString;
+
+use crate::credentials::source::TOKEN_FETCH_TIMEOUT;
+use redis::Redis;
+use sessions::{MemorySessionStore, RedisSessionStore, SessionStore};
+use tokens::SharedTokens;
+
+/// Sessions kept at most by the in-memory store.
+const MAX_MEMORY_SESSIONS: usize = 100_000;
+
+/// The shared state of one node.
+#[derive(Debug)]
+pub struct SharedState {
+    /// MCP proxy sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// The Redis client, when `backend = "redis"`.
+    pub redis: Option<Arc<Redis>>,
+    /// Token records in Redis, when tokens are shared (`redis-lock`).
+    pub tokens: Option<Arc<SharedTokens>>,
+}
+
+impl SharedState {
+    /// Builds the state backend (no I/O: connections start in [`SharedState::start`]).
+    pub fn build(
+        cfg: &StateConfig,
+        mode: CoordinatorMode,
+        node_id: &str,
+        encryption_key: Option<&SecretString>,
+    ) -> Result<Self, ConfigError> {
+        match cfg.backend {
+            StateBackend::Memory => Ok(SharedState {
+                sessions: Arc::new(MemorySessionStore::new(MAX_MEMORY_SESSIONS)),
+                redis: None,
+                tokens: None,
+            }),
+            StateBackend::Redis => {
+                let redis = Arc::new(
+                    Redis::new(cfg)
+                        .map_err(|e| ConfigError::new("state.redis_url", e.to_string()))?,
+                );
+                let tokens = match mode {
+                    CoordinatorMode::RedisLock => Some(Arc::new(
+                        SharedTokens::new(
+                            redis.clone(),
+                            node_id,
+                            encryption_key,
+                            TOKEN_FETCH_TIMEOUT + Duration::from_secs(2),
+                        )
+                        .map_err(|e| ConfigError::new("state.encryption_key", e.to_string()))?,
+                    )),
+                    _ => None,
+                };
+                Ok(SharedState {
+                    sessions: Arc::new(RedisSessionStore::new(redis.clone())),
+                    redis: Some(redis),
+                    tokens,
+                })
+            }
+        }
+    }
+
+    /// True when the state backend can serve (always, in memory).
+    pub fn is_up(&self) -> bool {
+        self.redis.as_ref().is_none_or(|r| r.is_up())
+    }
+}

@@ -1,0 +1,411 @@
+//! MCP proxy sessions in shared state: one [`SessionStore`] trait (async, with
+//! TTL, batch operations and cursor pagination) and its two implementations,
+//! in memory (the embedded default) and in Redis. The rest of the node holds
+//! an `Arc<dyn SessionStore>` and never knows which one it has.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::types::{ClusterHash, CustomCommand, Expiration};
+use rhizome_proto::codec;
+use rhizome_proto::records::{session_key, SessionRecord, SESSION_PATTERN};
+
+use super::redis::{Redis, StateError};
+
+/// A boxed store future (object-safe async).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StateError>> + Send + 'a>>;
+
+/// One page of a session listing.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Sessions on this page, by proxy id.
+    pub items: Vec<(String, SessionRecord)>,
+    /// Cursor of the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Where MCP proxy sessions live.
+pub trait SessionStore: Send + Sync + Debug {
+    /// The session `id`, if it exists and has not expired; with `touch`, its
+    /// expiry is pushed to that long from now in the same operation.
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        touch: Option<Duration>,
+    ) -> StoreFuture<'a, Option<SessionRecord>>;
+    /// Several sessions at once, in order.
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<SessionRecord>>>;
+    /// Creates or replaces `id`, expiring after `ttl` without a touch.
+    fn put<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a SessionRecord,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+    /// Pushes the expiry of `id` to `ttl` from now; false when it is gone.
+    fn touch<'a>(&'a self, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool>;
+    /// Removes `id`; false when it did not exist.
+    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+    /// Removes several sessions; returns how many existed.
+    fn delete_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, u64>;
+    /// A page of at most about `limit` sessions after `cursor`.
+    fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page>;
+}
+
+/// Sessions in this process: the embedded default.
+#[derive(Debug)]
+pub struct MemorySessionStore {
+    max_sessions: usize,
+    map: Mutex<BTreeMap<String, (SessionRecord, Instant)>>,
+}
+
+impl MemorySessionStore {
+    /// A store holding at most `max_sessions` live sessions.
+    pub fn new(max_sessions: usize) -> Self {
+        MemorySessionStore {
+            max_sessions,
+            map: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (SessionRecord, Instant)>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn live(&self, id: &str) -> Option<SessionRecord> {
+        let mut map = self.map();
+        match map.get(id) {
+            Some((rec, exp)) if *exp > Instant::now() => Some(rec.clone()),
+            Some(_) => {
+                map.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+fn ready<'a, T: Send + 'a>(v: Result<T, StateError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(v))
+}
+
+impl SessionStore for MemorySessionStore {
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        touch: Option<Duration>,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        let rec = self.live(id);
+        if let (Some(_), Some(ttl)) = (&rec, touch) {
+            if let Some((_, exp)) = self.map().get_mut(id) {
+                *exp = Instant::now() + ttl;
+            }
+        }
+        ready(Ok(rec))
+    }
+
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<SessionRecord>>> {
+        ready(Ok(ids.iter().map(|id| self.live(id)).collect()))
+    }
+
+    fn put<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a SessionRecord,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let mut map = self.map();
+        let now = Instant::now();
+        if map.len() >= self.max_sessions && !map.contains_key(id) {
+            map.retain(|_, (_, exp)| *exp > now);
+            if map.len() >= self.max_sessions {
+                return ready(Err(StateError::Unavailable(format!(
+                    "session store full ({} sessions)",
+                    self.max_sessions
+                ))));
+            }
+        }
+        map.insert(id.to_string(), (record.clone(), now + ttl));
+        ready(Ok(()))
+    }
+
+    fn touch<'a>(&'a self, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        let now = Instant::now();
+        let touched = match self.map().get_mut(id) {
+            Some((_, exp)) if *exp > now => {
+                *exp = now + ttl;
+                true
+            }
+            _ => false,
+        };
+        ready(Ok(touched))
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        ready(Ok(self.map().remove(id).is_some()))
+    }
+
+    fn delete_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, u64> {
+        let mut map = self.map();
+        ready(Ok(ids
+            .iter()
+            .filter(|id| map.remove(id.as_str()).is_some())
+            .count() as u64))
+    }
+
+    fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page> {
+        use std::ops::Bound;
+        let now = Instant::now();
+        let map = self.map();
+        let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_string()));
+        let mut items = Vec::new();
+        let mut next = None;
+        for (id, (rec, exp)) in map.range((start, Bound::Unbounded)) {
+            if *exp <= now {
+                continue;
+            }
+            if items.len() == limit {
+                next = items
+                    .last()
+                    .map(|(id, _): &(String, SessionRecord)| id.clone());
+                break;
+            }
+            items.push((id.clone(), rec.clone()));
+        }
+        ready(Ok(Page { items, next }))
+    }
+}
+
+/// Sessions in Redis: `rz:sess:{P}` → encoded [`SessionRecord`] with a TTL.
+#[derive(Debug)]
+pub struct RedisSessionStore {
+    redis: Arc<Redis>,
+}
+
+impl RedisSessionStore {
+    /// A store over `redis`.
+    pub fn new(redis: Arc<Redis>) -> Self {
+        RedisSessionStore { redis }
+    }
+}
+
+fn decode(bytes: Option<Vec<u8>>) -> Result<Option<SessionRecord>, StateError> {
+    bytes
+        .map(|b| codec::decode(&b).map_err(|e| StateError::Protocol(e.to_string())))
+        .transpose()
+}
+
+fn secs(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX)
+}
+
+impl SessionStore for RedisSessionStore {
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        touch: Option<Duration>,
+    ) -> StoreFuture<'a, Option<SessionRecord>> {
+        Box::pin(async move {
+            let client = self.redis.pool().next();
+            let key = session_key(id);
+            let value = match touch {
+                // GETEX reads and slides the TTL in one command.
+                Some(ttl) => {
+                    let args = vec![key, "EX".to_string(), secs(ttl).to_string()];
+                    let cmd = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
+                    self.redis
+                        .run(
+                            "session_get",
+                            client.custom::<Option<Vec<u8>>, String>(cmd, args),
+                        )
+                        .await?
+                }
+                None => {
+                    self.redis
+                        .run("session_get", client.get::<Option<Vec<u8>>, _>(key))
+                        .await?
+                }
+            };
+            decode(value)
+        })
+    }
+
+    fn get_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<Option<SessionRecord>>> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
+            let pool = self.redis.pool();
+            let values: Vec<Option<Vec<u8>>> =
+                self.redis.run("session_mget", pool.mget(keys)).await?;
+            values.into_iter().map(decode).collect()
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        id: &'a str,
+        record: &'a SessionRecord,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let bytes = codec::encode(record).map_err(|e| StateError::Protocol(e.to_string()))?;
+            let pool = self.redis.pool();
+            self.redis
+                .run(
+                    "session_put",
+                    pool.set::<(), _, _>(
+                        session_key(id),
+                        bytes,
+                        Some(Expiration::EX(secs(ttl))),
+                        None,
+                        false,
+                    ),
+                )
+                .await
+        })
+    }
+
+    fn touch<'a>(&'a self, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let pool = self.redis.pool();
+            self.redis
+                .run(
+                    "session_touch",
+                    pool.expire::<bool, _>(session_key(id), secs(ttl), None),
+                )
+                .await
+        })
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let pool = self.redis.pool();
+            let n: u64 = self
+                .redis
+                .run("session_delete", pool.del(session_key(id)))
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn delete_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
+            let pool = self.redis.pool();
+            self.redis.run("session_delete", pool.del(keys)).await
+        })
+    }
+
+    fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page> {
+        Box::pin(async move {
+            let pool = self.redis.pool();
+            let count = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
+            let (next, keys): (String, Vec<String>) = self
+                .redis
+                .run(
+                    "session_scan",
+                    pool.scan_page(cursor.unwrap_or("0"), SESSION_PATTERN, Some(count), None),
+                )
+                .await?;
+            let ids: Vec<String> = keys
+                .iter()
+                .filter_map(|k| {
+                    k.strip_prefix("rz:sess:{")
+                        .and_then(|r| r.strip_suffix('}'))
+                })
+                .map(str::to_string)
+                .collect();
+            let records = self.get_many(&ids).await?;
+            let items = ids
+                .into_iter()
+                .zip(records)
+                .filter_map(|(id, rec)| rec.map(|r| (id, r)))
+                .collect();
+            Ok(Page {
+                items,
+                next: (next != "0").then_some(next),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(n: u64) -> SessionRecord {
+        SessionRecord {
+            upstream_session: format!("u{n}"),
+            route: "r".into(),
+            target: "http://t".into(),
+            client: "c".into(),
+            created_ms: n,
+            last_seen_ms: n,
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_store_ttl_batch_and_pagination() {
+        let s = MemorySessionStore::new(100);
+        for n in 0..5 {
+            s.put(&format!("p{n}"), &rec(n), Duration::from_secs(60))
+                .await
+                .expect("put");
+        }
+        s.put("short", &rec(9), Duration::from_millis(1))
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(s.get("short", None).await.expect("get"), None, "expired");
+        assert!(!s
+            .touch("short", Duration::from_secs(1))
+            .await
+            .expect("touch"));
+        let many = s
+            .get_many(&["p1".into(), "nope".into()])
+            .await
+            .expect("mget");
+        assert_eq!(many, vec![Some(rec(1)), None]);
+        let first = s.list(None, 2).await.expect("page");
+        assert_eq!(first.items.len(), 2);
+        let cursor = first.next.expect("more");
+        let second = s.list(Some(&cursor), 10).await.expect("page");
+        assert_eq!(second.items.len(), 3);
+        assert!(second.next.is_none());
+        assert_eq!(
+            s.delete_many(&["p0".into(), "p1".into(), "x".into()])
+                .await
+                .expect("del"),
+            2
+        );
+        assert!(s.delete("p2").await.expect("del"));
+        assert!(!s.delete("p2").await.expect("del"));
+    }
+
+    #[tokio::test]
+    async fn memory_store_is_bounded() {
+        let s = MemorySessionStore::new(2);
+        s.put("a", &rec(1), Duration::from_secs(60))
+            .await
+            .expect("put");
+        s.put("b", &rec(2), Duration::from_secs(60))
+            .await
+            .expect("put");
+        assert!(s.put("c", &rec(3), Duration::from_secs(60)).await.is_err());
+        s.put("a", &rec(4), Duration::from_secs(60))
+            .await
+            .expect("replace is fine");
+    }
+}

@@ -1,0 +1,335 @@
+//! Token records in Redis (DESIGN §4): `rz:tok:{cred}` is a hash holding the
+//! token (AES-256-GCM encrypted when `state.encryption_key` is set), its
+//! times, a cluster-wide `version` and the writer's fencing `epoch`. It is
+//! written only by a Lua script that refuses an epoch lower than the stored
+//! one, so a stale writer (paused, then resumed) cannot overwrite a newer
+//! token. Refreshes are single-flight cluster-wide under a `SET NX PX` lock
+//! whose acquisition takes the next fencing epoch. Invalidation after a 401 is
+//! compare-and-set on the version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use fred::interfaces::HashesInterface;
+use fred::types::scripts::Script;
+use rhizome_proto::records::{fence_key, lock_key, token_key};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use super::redis::{Redis, StateError};
+
+/// Writes a record if the writer's epoch is not older than the stored one;
+/// returns the new version, or -1 when fenced out.
+const WRITE: &str = r"
+local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
+if tonumber(ARGV[1]) < stored then return -1 end
+local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'token', ARGV[2], 'obtained_ms', ARGV[3],
+  'expires_ms', ARGV[4], 'claims', ARGV[5], 'writer', ARGV[6], 'valid', '1')
+return v";
+
+/// Marks the token invalid if it is still `version`; returns 1 if it did.
+const INVALIDATE: &str = r"
+if redis.call('HGET', KEYS[1], 'version') == ARGV[1] and redis.call('HGET', KEYS[1], 'valid') == '1' then
+  redis.call('HSET', KEYS[1], 'valid', '0')
+  redis.call('HDEL', KEYS[1], 'token')
+  return 1
+end
+return 0";
+
+/// Takes the refresh lock and the next fencing epoch, or returns -1.
+const LOCK: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return -1";
+
+/// Releases the lock only if this owner still holds it.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+/// A token record as read from Redis.
+#[derive(Debug)]
+pub struct Record {
+    /// The token.
+    pub value: SecretString,
+    /// Cluster-wide version.
+    pub version: u64,
+    /// Obtained at, Unix ms.
+    pub obtained_ms: u64,
+    /// Expires at, Unix ms (none: never).
+    pub expires_ms: Option<u64>,
+    /// Non-secret claims, for the admin view.
+    pub claims: Option<serde_json::Value>,
+}
+
+/// A held refresh lock.
+#[derive(Debug)]
+pub struct Lease {
+    owner: String,
+    /// Fencing epoch taken with the lock.
+    pub epoch: u64,
+}
+
+/// Token records, locks and fencing for one node.
+#[derive(Debug)]
+pub struct SharedTokens {
+    redis: Arc<Redis>,
+    node_id: String,
+    cipher: Option<Cipher>,
+    lock_lease: Duration,
+    write: Script,
+    invalidate: Script,
+    lock: Script,
+    unlock: Script,
+}
+
+impl SharedTokens {
+    /// Records over `redis`; `lock_lease` bounds how long a dead refresher blocks others.
+    pub fn new(
+        redis: Arc<Redis>,
+        node_id: &str,
+        key: Option<&SecretString>,
+        lock_lease: Duration,
+    ) -> Result<Self, StateError> {
+        Ok(SharedTokens {
+            redis,
+            node_id: node_id.to_string(),
+            cipher: key.map(Cipher::new).transpose()?,
+            lock_lease,
+            write: Script::from_lua(WRITE),
+            invalidate: Script::from_lua(INVALIDATE),
+            lock: Script::from_lua(LOCK),
+            unlock: Script::from_lua(UNLOCK),
+        })
+    }
+
+    /// The Redis client.
+    pub fn redis(&self) -> &Arc<Redis> {
+        &self.redis
+    }
+
+    /// The valid record of `cred`, if any.
+    pub async fn read(&self, cred: &str) -> Result<Option<Record>, StateError> {
+        let pool = self.redis.pool();
+        let h: HashMap<String, String> = self
+            .redis
+            .run("token_read", pool.hgetall(token_key(cred)))
+            .await?;
+        if h.get("valid").map(String::as_str) != Some("1") {
+            return Ok(None);
+        }
+        let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
+        let token = h
+            .get("token")
+            .ok_or_else(|| StateError::Protocol("record without token".into()))?;
+        let value = match &self.cipher {
+            Some(c) => c.open(token)?,
+            None => SecretString::from(token.clone()),
+        };
+        Ok(Some(Record {
+            value,
+            version: num("version").unwrap_or(0),
+            obtained_ms: num("obtained_ms").unwrap_or(0),
+            expires_ms: num("expires_ms").filter(|e| *e > 0),
+            claims: h
+                .get("claims")
+                .and_then(|c| serde_json::from_str(c).ok())
+                .filter(|c: &serde_json::Value| !c.is_null()),
+        }))
+    }
+
+    /// Tries to take `cred`'s refresh lock.
+    pub async fn try_lock(&self, cred: &str) -> Result<Option<Lease>, StateError> {
+        let owner = format!(
+            "{}:{}",
+            self.node_id,
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        let lease_ms = u64::try_from(self.lock_lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string();
+        let client = self.redis.pool().next();
+        let keys = vec![lock_key(cred), fence_key(cred)];
+        let epoch: i64 = self
+            .redis
+            .run(
+                "token_lock",
+                self.lock
+                    .evalsha_with_reload(client, keys, vec![owner.clone(), lease_ms]),
+            )
+            .await?;
+        Ok(u64::try_from(epoch)
+            .ok()
+            .map(|epoch| Lease { owner, epoch }))
+    }
+
+    /// Releases a lock this node holds (best effort: it also expires).
+    pub async fn unlock(&self, cred: &str, lease: &Lease) {
+        let client = self.redis.pool().next();
+        let released = self
+            .redis
+            .run(
+                "token_unlock",
+                self.unlock.evalsha_with_reload::<i64, _, _>(
+                    client,
+                    vec![lock_key(cred)],
+                    vec![lease.owner.clone()],
+                ),
+            )
+            .await;
+        if let Err(e) = released {
+            tracing::debug!(credential = %cred, error = %e, "unlock failed; the lock will expire");
+        }
+    }
+
+    /// Writes a token under `lease`; returns its version, or `None` when a
+    /// newer epoch has written since (this writer is stale).
+    pub async fn write(
+        &self,
+        cred: &str,
+        lease: &Lease,
+        value: &SecretString,
+        obtained_ms: u64,
+        expires_ms: Option<u64>,
+        claims: Option<&serde_json::Value>,
+    ) -> Result<Option<u64>, StateError> {
+        let token = match &self.cipher {
+            Some(c) => c.seal(value)?,
+            None => value.expose_secret().to_string(),
+        };
+        let args = vec![
+            lease.epoch.to_string(),
+            token,
+            obtained_ms.to_string(),
+            expires_ms.unwrap_or(0).to_string(),
+            claims.map_or_else(|| "null".to_string(), ToString::to_string),
+            self.node_id.clone(),
+        ];
+        let client = self.redis.pool().next();
+        let v: i64 = self
+            .redis
+            .run(
+                "token_write",
+                self.write
+                    .evalsha_with_reload(client, vec![token_key(cred)], args),
+            )
+            .await?;
+        Ok(u64::try_from(v).ok())
+    }
+
+    /// Invalidates `version` of `cred` if it is still current (compare-and-set).
+    pub async fn invalidate(&self, cred: &str, version: u64) -> Result<bool, StateError> {
+        let client = self.redis.pool().next();
+        let n: i64 = self
+            .redis
+            .run(
+                "token_invalidate",
+                self.invalidate.evalsha_with_reload(
+                    client,
+                    vec![token_key(cred)],
+                    vec![version.to_string()],
+                ),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+/// AES-256-GCM with a key derived from `state.encryption_key` (SHA-256).
+/// Stored form: `enc1:` + base64(nonce ‖ ciphertext ‖ tag).
+struct Cipher {
+    key: LessSafeKey,
+}
+
+impl std::fmt::Debug for Cipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cipher(***)")
+    }
+}
+
+const SEALED_PREFIX: &str = "enc1:";
+
+impl Cipher {
+    fn new(secret: &SecretString) -> Result<Self, StateError> {
+        let digest = Sha256::digest(secret.expose_secret().as_bytes());
+        let key = UnboundKey::new(&AES_256_GCM, &digest)
+            .map_err(|_| StateError::Protocol("encryption key rejected".into()))?;
+        Ok(Cipher {
+            key: LessSafeKey::new(key),
+        })
+    }
+
+    fn seal(&self, value: &SecretString) -> Result<String, StateError> {
+        let nonce_bytes: [u8; 12] = rand::random();
+        let mut buf = value.expose_secret().as_bytes().to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::empty(),
+                &mut buf,
+            )
+            .map_err(|_| StateError::Protocol("token encryption failed".into()))?;
+        let mut out = nonce_bytes.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(format!(
+            "{SEALED_PREFIX}{}",
+            base64::engine::general_purpose::STANDARD.encode(out)
+        ))
+    }
+
+    fn open(&self, stored: &str) -> Result<SecretString, StateError> {
+        let bad = || {
+            StateError::Protocol(
+                "stored token cannot be decrypted with state.encryption_key".into(),
+            )
+        };
+        let b64 = stored.strip_prefix(SEALED_PREFIX).ok_or_else(bad)?;
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| bad())?;
+        if bytes.len() < 12 + 16 {
+            return Err(bad());
+        }
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&bytes[..12]);
+        let plain = self
+            .key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut bytes[12..],
+            )
+            .map_err(|_| bad())?;
+        String::from_utf8(plain.to_vec())
+            .map(SecretString::from)
+            .map_err(|_| bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_tokens_round_trip_and_do_not_contain_the_token() {
+        let c = Cipher::new(&SecretString::from("k".to_string())).expect("key");
+        let sealed = c
+            .seal(&SecretString::from("mocktok-secret".to_string()))
+            .expect("seal");
+        assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("mocktok"));
+        assert_eq!(
+            c.open(&sealed).expect("open").expose_secret(),
+            "mocktok-secret"
+        );
+        let other = Cipher::new(&SecretString::from("other".to_string())).expect("key");
+        assert!(
+            other.open(&sealed).is_err(),
+            "wrong key is an error, not garbage"
+        );
+    }
+}
