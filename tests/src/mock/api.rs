@@ -53,6 +53,10 @@ pub(crate) async fn gate(
         req.extensions_mut().insert(Credential::None);
         return next.run(req).await;
     }
+    let auth_delay = lock(&state.config).auth_delay_ms;
+    if auth_delay > 0 {
+        tokio::time::sleep(Duration::from_millis(auth_delay)).await;
+    }
     match auth::verify(&state, req.headers(), Instant::now()) {
         Ok(cred) => {
             lock(&state.stats).api_requests += 1;

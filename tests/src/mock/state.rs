@@ -53,6 +53,9 @@ pub(crate) struct RuntimeConfig {
     pub expires_in: u64,
     pub fail_clients: BTreeSet<String>,
     pub token_delay_ms: u64,
+    /// Delay before an API request's credential is checked: keeps many
+    /// requests in flight with the same token (401-storm tests).
+    pub auth_delay_ms: u64,
     pub api_status: Option<u16>,
 }
 
@@ -62,6 +65,7 @@ impl RuntimeConfig {
             expires_in,
             fail_clients: BTreeSet::new(),
             token_delay_ms: 0,
+            auth_delay_ms: 0,
             api_status: None,
         }
     }

@@ -1,0 +1,136 @@
+//! Tokens shared by three nodes through a real `redis-server` in
+//! `coordinator.mode = "redis-lock"` (DESIGN §4): one token-endpoint call per
+//! credential per refresh cycle cluster-wide (G1), and a rotation hit by 300
+//! concurrent requests over three nodes refreshed exactly once (G2).
+
+use std::time::{Duration, Instant};
+
+use rhizome_tests::harness::fixture::{self, Tuning};
+use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::{Env, Node};
+use serde_json::json;
+
+async fn three_nodes(
+    env: &Env,
+    mock: &rhizome_tests::harness::Mock,
+    redis_url: &str,
+    margin: &'static str,
+) -> Vec<Node> {
+    let tuning = Tuning {
+        refresh_margin: margin,
+        extra: fixture::redis_lock(redis_url),
+        ..Tuning::default()
+    };
+    let mut nodes = Vec::new();
+    for name in ["n1", "n2", "n3"] {
+        nodes.push(fixture::node(env, name, mock, &tuning).await);
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn a_rotation_hit_by_300_requests_on_3_nodes_is_refreshed_once() {
+    let env = Env::new("g2_storm");
+    let redis = env.redis().await;
+    let mock = fixture::mock(&env, &[]).await;
+    let nodes = three_nodes(&env, &mock, &redis.url(), "5m").await;
+    let c = Client::new();
+    let key = fixture::bearer();
+    for n in &nodes {
+        let r = c
+            .get(&n.url("/a/warm"), &[("authorization", key.as_str())])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        mock.stats().await["token_calls"]["svc-a"],
+        1,
+        "one token call for the whole cluster"
+    );
+
+    // Every request is checked 300 ms after it arrives: all 300 reach the
+    // upstream carrying the rotated token before the first 401 comes back.
+    mock.control("/_mock/config", json!({"auth_delay_ms": 300}))
+        .await;
+    mock.control("/_mock/rotate", json!({})).await;
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let (c, url, key) = (
+            c.clone(),
+            nodes[i % 3].url(&format!("/a/storm/{i}")),
+            key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            c.get(&url, &[("authorization", key.as_str())]).await.status
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.expect("join"),
+            200,
+            "every request succeeds after one retry"
+        );
+    }
+    let stats = mock.stats().await;
+    assert_eq!(
+        stats["token_calls"]["svc-a"], 2,
+        "exactly one refresh cluster-wide: {stats}"
+    );
+    let rejected = stats["rejected"].as_u64().expect("rejected");
+    assert_eq!(
+        rejected, 300,
+        "every request met the rotated token once: {stats}"
+    );
+    assert_eq!(
+        stats["api_requests"].as_u64(),
+        Some(3 + 300),
+        "and was retried once: {stats}"
+    );
+    println!("G2: 300 requests over 3 nodes, {rejected} got 401 with the rotated token, 1 refresh");
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn steady_load_on_3_nodes_makes_one_token_call_per_cycle() {
+    let env = Env::new("g1_steady");
+    let redis = env.redis().await;
+    let mock = fixture::mock(&env, &["--expires-in", "4"]).await;
+    let nodes = three_nodes(&env, &mock, &redis.url(), "2s").await;
+    let c = Client::new();
+    let key = fixture::bearer();
+    let run = Duration::from_secs(60);
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        for w in 0..2 {
+            let (c, url, key) = (c.clone(), n.url(&format!("/a/n{i}/w{w}")), key.clone());
+            workers.push(tokio::spawn(async move {
+                let mut sent = 0u64;
+                while start.elapsed() < run {
+                    let r = c.get(&url, &[("authorization", key.as_str())]).await;
+                    assert_eq!(r.status, 200, "at {:?}: {}", start.elapsed(), r.text());
+                    sent += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                sent
+            }));
+        }
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.expect("worker");
+    }
+    let stats = mock.stats().await;
+    assert_eq!(stats["expired_seen"], 0, "{stats}");
+    assert_eq!(stats["rejected"], 0, "{stats}");
+    assert_eq!(stats["api_requests"], total);
+    // 4 s tokens refreshed half-way: one cycle per 2 s, whatever the node count.
+    let calls = stats["token_calls"]["svc-a"].as_u64().expect("calls");
+    let cycles = run.as_secs() / 2;
+    assert!(
+        calls >= cycles - 8 && calls <= cycles + 3,
+        "{calls} token calls for {cycles} cycles on 3 nodes ({total} requests)"
+    );
+    println!("G1: {calls} token calls in {run:?} for {cycles} cycles on 3 nodes, {total} requests");
+    env.assert_logs_clean();
+}
