@@ -132,10 +132,10 @@ impl App {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// True once the node serves traffic, while its state backend answers,
-    /// and until it starts shutting down.
+    /// True once the node serves traffic and its state backend has answered,
+    /// until it starts shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && !self.shutdown.is_triggered() && self.state.is_up()
+        self.ready.load(Ordering::Acquire) && !self.shutdown.is_triggered() && self.state.reached()
     }
 }
 

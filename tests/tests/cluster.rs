@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::metrics;
 use rhizome_tests::harness::{Env, Node};
 use serde_json::json;
 
@@ -87,6 +88,17 @@ async fn a_rotation_hit_by_300_requests_on_3_nodes_is_refreshed_once() {
         "and was retried once: {stats}"
     );
     println!("G2: 300 requests over 3 nodes, {rejected} got 401 with the rotated token, 1 refresh");
+    // Metrics agree: two token-endpoint calls cluster-wide, 300 retries for 401.
+    let (mut calls, mut retries) = (0.0, 0.0);
+    for n in &nodes {
+        let text = n.metrics_text().await;
+        let get = |s: &str| metrics::value(&text, s).unwrap_or(0.0);
+        calls += get(r#"rhizome_token_refresh_total{credential="oauth-a",outcome="success"}"#);
+        retries += get(r#"rhizome_upstream_retries_total{reason="unauthorized"}"#);
+        assert_eq!(get("rhizome_redis_up"), 1.0);
+        metrics::assert_promtool_clean(&text);
+    }
+    assert_eq!((calls, retries), (2.0, 300.0));
     env.assert_logs_clean();
 }
 

@@ -1,20 +1,13 @@
 //! `/metrics` is valid Prometheus text (`promtool check metrics`) and its
 //! counters match what the test did.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::metrics::{self, assert_promtool_clean};
 use rhizome_tests::harness::secrets::CLIENT_KEY;
 
 fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("series {series} missing from:\n{text}"))
+    metrics::value(text, series).unwrap_or_else(|| panic!("series {series} missing from:\n{text}"))
 }
 
 #[tokio::test]
@@ -39,26 +32,7 @@ async fn metrics_pass_promtool_and_count_what_happened() {
     assert_eq!(r.status, 200);
 
     let text = c.get(&node.admin_url("/metrics"), &[]).await.text();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/test.sh installs the prometheus package)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
-    let out = promtool.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n---\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_promtool_clean(&text);
 
     assert_eq!(
         value(

@@ -9,20 +9,6 @@ use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::{wait_for, Env};
 use serde_json::json;
 
-/// Value of one series in Prometheus text, 0 when absent.
-async fn metric(node: &rhizome_tests::harness::Node, series: &str) -> f64 {
-    let text = Client::new()
-        .get(&node.admin_url("/metrics"), &[])
-        .await
-        .text();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn cold_cache_hit_by_100_concurrent_requests_makes_one_token_call() {
     let env = Env::new("cold_cache");
@@ -90,11 +76,9 @@ async fn rotated_token_is_refreshed_once_and_the_post_retried_with_its_body() {
         "exactly one 401 before the retry: {stats}"
     );
     assert_eq!(
-        metric(
-            &node,
-            r#"rhizome_upstream_retries_total{reason="unauthorized"}"#
-        )
-        .await,
+        node.metric(r#"rhizome_upstream_retries_total{reason="unauthorized"}"#)
+            .await
+            .unwrap_or(0.0),
         1.0
     );
 
@@ -238,11 +222,9 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_used_expired() {
         "{calls} token calls in 60 s with 4 s tokens"
     );
     assert_eq!(
-        metric(
-            &node,
-            r#"rhizome_upstream_retries_total{reason="unauthorized"}"#
-        )
-        .await,
+        node.metric(r#"rhizome_upstream_retries_total{reason="unauthorized"}"#)
+            .await
+            .unwrap_or(0.0),
         0.0
     );
     env.assert_logs_clean();

@@ -73,8 +73,10 @@ impl SharedState {
         }
     }
 
-    /// True when the state backend can serve (always, in memory).
-    pub fn is_up(&self) -> bool {
-        self.redis.as_ref().is_none_or(|r| r.is_up())
+    /// True once the state backend has answered since start (always, in
+    /// memory). A later outage does not make the node unready: requests that
+    /// need no shared state keep being served (G6), the others get 503.
+    pub fn reached(&self) -> bool {
+        self.redis.as_ref().is_none_or(|r| r.reached())
     }
 }

@@ -48,6 +48,8 @@ pub struct Redis {
     subscriber: SubscriberClient,
     op_timeout: Duration,
     down: AtomicBool,
+    /// Set once the first operation succeeded (readiness gate).
+    reached: AtomicBool,
     last_probe_ms: AtomicU64,
     started: Instant,
 }
@@ -87,6 +89,7 @@ impl Redis {
             subscriber,
             op_timeout,
             down: AtomicBool::new(false),
+            reached: AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -123,6 +126,11 @@ impl Redis {
     /// The dedicated pub/sub connection.
     pub fn subscriber(&self) -> &SubscriberClient {
         &self.subscriber
+    }
+
+    /// True once Redis has answered at least once since start.
+    pub fn reached(&self) -> bool {
+        self.reached.load(Ordering::Acquire)
     }
 
     /// True while the last operation or probe succeeded.
@@ -187,6 +195,9 @@ impl Redis {
             self.last_probe_ms.store(self.now_ms(), Ordering::Release);
         }
         metrics::redis_up(up);
+        if up {
+            self.reached.store(true, Ordering::Release);
+        }
         if was_down == up {
             if up {
                 tracing::info!("redis reachable");

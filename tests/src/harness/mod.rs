@@ -8,6 +8,7 @@
 
 pub mod fixture;
 pub mod http;
+pub mod metrics;
 pub mod redis;
 pub mod secrets;
 
@@ -270,6 +271,11 @@ impl Proc {
             .await
             .unwrap_or_else(|_| panic!("process did not exit within {deadline:?}"))
             .expect("wait")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
     }
 
     /// True while the process runs.
