@@ -164,8 +164,8 @@ impl Credential {
         if let (true, Some(shared)) = (local, &self.shared) {
             match shared.invalidate(&self.name, version).await {
                 Ok(true) => {
-                    shared::publish(
-                        shared,
+                    crate::state::events::publish(
+                        shared.redis(),
                         &StateEvent::Invalidated {
                             credential: self.name.clone(),
                             version,

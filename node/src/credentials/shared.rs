@@ -8,12 +8,12 @@
 
 use std::time::{Duration, Instant};
 
-use rhizome_proto::codec;
-use rhizome_proto::records::{StateEvent, TOKEN_EVENTS};
+use rhizome_proto::records::StateEvent;
 
 use super::cache::schedule;
 use super::source::{unix_ms, Minted, TokenError};
 use super::Credential;
+use crate::state::events;
 use crate::state::redis::StateError;
 use crate::state::tokens::{Record, SharedTokens};
 
@@ -122,8 +122,8 @@ async fn refresh_locked(
         return Ok(None);
     };
     minted.version = Some(version);
-    publish(
-        shared,
+    events::publish(
+        shared.redis(),
         &StateEvent::Updated {
             credential: cred.name.clone(),
             version,
@@ -131,16 +131,4 @@ async fn refresh_locked(
     )
     .await;
     Ok(Some(minted))
-}
-
-/// Publishes a token event (best effort: receivers also poll and resync).
-pub async fn publish(shared: &SharedTokens, event: &StateEvent) {
-    match codec::encode(event) {
-        Ok(payload) => {
-            if let Err(e) = shared.redis().publish(TOKEN_EVENTS, payload).await {
-                tracing::warn!(error = %e, "publishing a token event failed");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "encoding a token event failed"),
-    }
 }

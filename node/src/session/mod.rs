@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rhizome_proto::codec;
-use rhizome_proto::records::{SessionRecord, StateEvent, TOKEN_EVENTS};
+use rhizome_proto::records::{SessionRecord, StateEvent};
 
 use crate::metrics;
+use crate::state::events;
 use crate::state::redis::{Redis, StateError};
 use crate::state::sessions::{Page, SessionStore};
 
@@ -174,12 +174,7 @@ impl Sessions {
         self.forget_local(id);
         let existed = self.store.delete(id).await?;
         if let Some(redis) = &self.redis {
-            let ev = StateEvent::SessionDeleted { id: id.to_string() };
-            if let Ok(payload) = codec::encode(&ev) {
-                if let Err(e) = redis.publish(TOKEN_EVENTS, payload).await {
-                    tracing::debug!(error = %e, "publishing a session deletion failed");
-                }
-            }
+            events::publish(redis, &StateEvent::SessionDeleted { id: id.to_string() }).await;
         }
         Ok(existed)
     }

@@ -26,6 +26,18 @@ pub trait EventSink: Send + Sync {
     fn resync(&self) -> Work<'_>;
 }
 
+/// Publishes `event` (best effort: receivers also poll and resync).
+pub async fn publish(redis: &Redis, event: &StateEvent) {
+    match codec::encode(event) {
+        Ok(payload) => {
+            if let Err(e) = redis.publish(TOKEN_EVENTS, payload).await {
+                tracing::warn!(error = %e, "publishing a state event failed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "encoding a state event failed"),
+    }
+}
+
 /// Subscribes and feeds `sink` until `shutdown`.
 pub fn spawn(redis: Arc<Redis>, sink: Arc<dyn EventSink>, shutdown: CancellationToken) {
     tokio::spawn(async move {
@@ -41,6 +53,8 @@ pub fn spawn(redis: Arc<Redis>, sink: Arc<dyn EventSink>, shutdown: Cancellation
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
         sink.resync().await;
+        redis.mark_subscribed();
+        tracing::info!("subscribed to state events");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

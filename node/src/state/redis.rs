@@ -50,6 +50,8 @@ pub struct Redis {
     down: AtomicBool,
     /// Set once the first operation succeeded (readiness gate).
     reached: AtomicBool,
+    /// Set once the event subscription is up and caches were resynced.
+    subscribed: AtomicBool,
     last_probe_ms: AtomicU64,
     started: Instant,
 }
@@ -57,8 +59,10 @@ pub struct Redis {
 impl Redis {
     /// Builds (does not connect) a client for `cfg.redis_url`.
     pub fn new(cfg: &StateConfig) -> Result<Self, StateError> {
-        let config = FredConfig::from_url(&cfg.redis_url)
+        let mut config = FredConfig::from_url(&cfg.redis_url)
             .map_err(|e| StateError::Protocol(format!("redis_url: {}", e.details())))?;
+        // A node may start before Redis: keep reconnecting instead of giving up.
+        config.fail_fast = false;
         let op_timeout = cfg.op_timeout;
         let mut builder = Builder::from_config(config);
         builder
@@ -90,6 +94,7 @@ impl Redis {
             op_timeout,
             down: AtomicBool::new(false),
             reached: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -128,9 +133,14 @@ impl Redis {
         &self.subscriber
     }
 
-    /// True once Redis has answered at least once since start.
+    /// True once Redis has answered and the event subscription is up.
     pub fn reached(&self) -> bool {
-        self.reached.load(Ordering::Acquire)
+        self.reached.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Records that the event subscription is up (readiness gate).
+    pub fn mark_subscribed(&self) {
+        self.subscribed.store(true, Ordering::Release);
     }
 
     /// True while the last operation or probe succeeded.

@@ -113,6 +113,16 @@ impl SharedTokens {
         &self.redis
     }
 
+    /// Loads the Lua scripts (`SCRIPT LOAD`) so later calls are plain
+    /// `EVALSHA`; a script flushed later is reloaded on `NOSCRIPT`.
+    pub async fn preload(&self) -> Result<(), StateError> {
+        for script in [&self.write, &self.invalidate, &self.lock, &self.unlock] {
+            let client = self.redis.pool().next();
+            self.redis.run("script_load", script.load(client)).await?;
+        }
+        Ok(())
+    }
+
     /// The valid record of `cred`, if any.
     pub async fn read(&self, cred: &str) -> Result<Option<Record>, StateError> {
         let pool = self.redis.pool();

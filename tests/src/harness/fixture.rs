@@ -229,8 +229,15 @@ credentials = ["oauth-a"]
     )
 }
 
-/// Starts a node on the standard config.
+/// Starts a node on the standard config and waits until it is ready.
 pub async fn node(env: &Env, name: &str, mock: &Mock, t: &Tuning) -> Node {
+    let node = node_unready(env, name, mock, t).await;
+    node.wait_ready().await;
+    node
+}
+
+/// Starts a node on the standard config without waiting for readiness.
+pub async fn node_unready(env: &Env, name: &str, mock: &Mock, t: &Tuning) -> Node {
     let cfg = config(env, mock, t);
     env.node_with_env(name, &cfg, &[(SECRET_A_ENV, OAUTH_SECRET_A)])
         .await

@@ -359,6 +359,17 @@ impl Node {
         format!("http://{}{path}", self.admin)
     }
 
+    /// Waits until `/readyz` answers 200 (with Redis: connected and subscribed).
+    pub async fn wait_ready(&self) {
+        let url = self.admin_url("/readyz");
+        wait_for(
+            &format!("{url} to answer 200"),
+            Duration::from_secs(20),
+            || async { (http::Client::new().get(&url, &[]).await.status == 200).then_some(()) },
+        )
+        .await
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn stop(&mut self) -> ExitStatus {
         self.proc.signal("TERM");

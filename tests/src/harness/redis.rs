@@ -15,7 +15,8 @@ pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: PathBuf,
-    log: PathBuf,
+    env_dir: PathBuf,
+    starts: u32,
 }
 
 fn free_port() -> u16 {
@@ -59,25 +60,49 @@ async fn spawn(port: u16, dir: &std::path::Path, log: &std::path::Path) -> Optio
 }
 
 impl Env {
+    /// A free loopback port for a `redis-server` started later with [`Env::redis_on`].
+    pub fn free_port(&self) -> u16 {
+        free_port()
+    }
+
+    /// Starts a private `redis-server` on `port`.
+    pub async fn redis_on(&self, port: u16) -> RedisServer {
+        let dir = self.path("redis-data");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let log = self.path(&format!("redis-on-{port}.log"));
+        let proc = spawn(port, &dir, &log)
+            .await
+            .unwrap_or_else(|| panic!("redis-server did not start on {port}"));
+        RedisServer {
+            proc,
+            port,
+            dir,
+            env_dir: self.dir.clone(),
+            starts: 1,
+        }
+    }
+
     /// Starts a private `redis-server` (retrying if its port was taken meanwhile).
     pub async fn redis(&self) -> RedisServer {
         let dir = self.path("redis-data");
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let log = self.path("redis.log");
-        for _ in 0..5 {
+        for attempt in 0..5 {
+            // One log file per start, so a wait for "ready" never sees an old line.
+            let log = self.path(&format!("redis-{attempt}.log"));
             let port = free_port();
             if let Some(proc) = spawn(port, &dir, &log).await {
                 return RedisServer {
                     proc,
                     port,
                     dir,
-                    log,
+                    env_dir: self.dir.clone(),
+                    starts: 1,
                 };
             }
         }
         panic!(
-            "redis-server did not start (is it installed? scripts/test.sh installs it):\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            "redis-server did not start (is it installed? scripts/test.sh installs it); logs in {}",
+            self.dir.display()
         );
     }
 }
@@ -103,7 +128,11 @@ impl RedisServer {
         self.proc.signal("TERM");
         self.proc.wait_exit(Duration::from_secs(10)).await;
         for _ in 0..50 {
-            if let Some(proc) = spawn(self.port, &self.dir, &self.log).await {
+            self.starts += 1;
+            let log = self
+                .env_dir
+                .join(format!("redis-restart-{}.log", self.starts));
+            if let Some(proc) = spawn(self.port, &self.dir, &log).await {
                 self.proc = proc;
                 return;
             }
