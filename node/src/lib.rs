@@ -89,15 +89,12 @@ pub async fn run(
 
     if let Some(redis) = &app.state.redis {
         redis.start(shutdown.token());
-        state::events::spawn(redis.clone(), app.clone(), shutdown.token());
-    }
-    if let Some(tokens) = app.state.tokens.clone() {
-        tokio::spawn(async move {
-            // Best effort: a failure here only means the first EVALSHA loads it.
-            if let Err(e) = tokens.preload().await {
-                tracing::debug!(error = %e, "preloading Lua scripts failed");
-            }
-        });
+        state::events::spawn(
+            redis.clone(),
+            app.state.tokens.clone(),
+            app.clone(),
+            shutdown.token(),
+        );
     }
     // Embedded: this node owns every credential and refreshes them ahead.
     // redis-lock: every node refreshes ahead; the fenced lock lets one call through.

@@ -41,10 +41,9 @@ pub struct SessionRecord {
     pub target: String,
     /// Client that created it; nobody else may use it.
     pub client: String,
-    /// Creation time, Unix milliseconds.
+    /// Creation time, Unix milliseconds. (Last use is what the sliding TTL
+    /// measures: the record expires `session_idle_ttl` after it.)
     pub created_ms: u64,
-    /// Last use, Unix milliseconds (refreshed lazily, see the session cache).
-    pub last_seen_ms: u64,
 }
 
 /// Token and session events on [`TOKEN_EVENTS`]. Pub/sub is at most once:
@@ -97,7 +96,6 @@ mod tests {
             target: "http://t".into(),
             client: "c".into(),
             created_ms: 1,
-            last_seen_ms: 2,
         };
         assert_eq!(
             decode::<SessionRecord>(&encode(&rec).expect("encode")).expect("decode"),

@@ -242,5 +242,30 @@ async fn upstream_forgetting_a_session_ends_the_mapping() {
     )
     .await;
     assert_eq!(r.json()["error"]["code"], "session_not_found");
+    // The intent API would bypass the client binding: MCP routes refuse it.
+    let intent = json!({"route": "m", "method": "POST", "path": "/mcp", "json": {"jsonrpc": "2.0", "id": 4, "method": "initialize"}});
+    let r = Client::new()
+        .post(
+            &node.url("/v1/proxy"),
+            &[
+                ("authorization", key.as_str()),
+                ("content-type", "application/json"),
+            ],
+            intent.to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A session header that is not text is a 404, never forwarded raw.
+    let r = Client::new()
+        .post(
+            &node.url("/m/mcp"),
+            &[
+                ("authorization", key.as_str()),
+                ("mcp-session-id", "caf\u{e9}"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(r.status, 404);
     env.assert_logs_clean();
 }

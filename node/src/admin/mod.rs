@@ -146,11 +146,7 @@ pub struct CredentialList {
 async fn list_credentials(State(app): State<Arc<App>>) -> Json<CredentialList> {
     Json(CredentialList {
         node: app.node_id.clone(),
-        credentials: app
-            .credentials
-            .iter()
-            .map(|c| c.view(&app.node_id))
-            .collect(),
+        credentials: app.credentials.iter().map(|c| c.view(&app.owner)).collect(),
     })
 }
 
@@ -193,9 +189,15 @@ async fn delete_token(
     Path(name): Path<String>,
 ) -> Result<Json<Dropped>, AdminError> {
     let cred = app.credentials.get(&name).ok_or_else(|| not_found(&name))?;
+    let dropped_version = cred.clear().await.map_err(|e| {
+        AdminError(
+            ProxyError::new(ErrorCode::StateStoreUnavailable, "shared state unavailable")
+                .with_source(e.to_string()),
+        )
+    })?;
     Ok(Json(Dropped {
         name,
-        dropped_version: cred.clear(),
+        dropped_version,
     }))
 }
 

@@ -11,10 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::source::{unix_ms, Minted, TokenError};
+
+fn digest(value: &SecretString) -> [u8; 32] {
+    Sha256::digest(value.expose_secret().as_bytes()).into()
+}
 
 /// When a token is refreshed ahead and when it stops being handed out, in
 /// Unix milliseconds. Every node computes the same schedule from a shared
@@ -62,6 +67,8 @@ pub struct Token {
     pub expires_at_wall: Option<SystemTime>,
     /// Non-secret claims (for JWTs), for the admin view.
     pub claims: Option<serde_json::Value>,
+    /// SHA-256 of the value, to recognise a rejected token without keeping it twice.
+    digest: [u8; 32],
     /// Set when a request used this token: an unused token is not refreshed ahead.
     used: AtomicBool,
 }
@@ -77,7 +84,9 @@ impl Token {
 #[derive(Debug)]
 pub struct TokenCache {
     current: RwLock<Option<Arc<Token>>>,
-    fetch_lock: tokio::sync::Mutex<()>,
+    fetch_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Digest of the token last invalidated by a 401.
+    rejected: Mutex<Option<[u8; 32]>>,
     attempts: AtomicU64,
     last_outcome: Mutex<Option<Result<Arc<Token>, TokenError>>>,
     next_version: AtomicU64,
@@ -103,7 +112,8 @@ impl TokenCache {
     pub fn new(refresh_margin: Duration) -> Self {
         TokenCache {
             current: RwLock::new(None),
-            fetch_lock: tokio::sync::Mutex::new(()),
+            fetch_lock: Arc::new(tokio::sync::Mutex::new(())),
+            rejected: Mutex::new(None),
             attempts: AtomicU64::new(0),
             last_outcome: Mutex::new(None),
             next_version: AtomicU64::new(1),
@@ -142,10 +152,18 @@ impl TokenCache {
 
     /// Returns a usable token, or obtains one through `fetch`, single-flight.
     /// With `force`, obtains a new one unless a fetch completed while waiting.
-    pub async fn obtain<F, Fut>(&self, force: bool, fetch: F) -> Result<Arc<Token>, TokenError>
+    ///
+    /// The fetch runs detached from the caller: a caller that goes away
+    /// (client disconnect, intent timeout) cancels neither the fetch, nor the
+    /// shared lock it may hold, nor the storing of its result.
+    pub async fn obtain<F, Fut>(
+        self: &Arc<Self>,
+        force: bool,
+        fetch: F,
+    ) -> Result<Arc<Token>, TokenError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Minted, TokenError>>,
+        Fut: Future<Output = Result<Minted, TokenError>> + Send + 'static,
     {
         let seen = self.attempts.load(Ordering::Acquire);
         if !force {
@@ -153,7 +171,7 @@ impl TokenCache {
                 return Ok(t);
             }
         }
-        let _guard = self.fetch_lock.lock().await;
+        let guard = self.fetch_lock.clone().lock_owned().await;
         if self.attempts.load(Ordering::Acquire) != seen {
             if let Some(outcome) = lock(&self.last_outcome).clone() {
                 return outcome;
@@ -164,10 +182,25 @@ impl TokenCache {
                 return Ok(t);
             }
         }
-        let outcome = fetch().await.map(|minted| self.store(minted));
-        *lock(&self.last_outcome) = Some(outcome.clone());
-        self.attempts.fetch_add(1, Ordering::Release);
-        outcome
+        let this = self.clone();
+        let fut = fetch();
+        let task = tokio::spawn(async move {
+            let outcome = fut.await.map(|minted| this.store(minted));
+            *lock(&this.last_outcome) = Some(outcome.clone());
+            this.attempts.fetch_add(1, Ordering::Release);
+            drop(guard);
+            outcome
+        });
+        task.await
+            .unwrap_or_else(|e| Err(TokenError::Transport(format!("token task failed: {e}"))))
+    }
+
+    /// True when `value` is the token last invalidated by a 401: a shared
+    /// record still holding it must not be taken back before its
+    /// invalidation lands in shared state.
+    pub fn is_rejected(&self, value: &SecretString) -> bool {
+        let rejected = *lock(&self.rejected);
+        rejected.is_some_and(|r| r == digest(value))
     }
 
     /// The refresh margin this cache schedules with.
@@ -178,6 +211,9 @@ impl TokenCache {
     /// Stores a token learned from shared state if it is newer than the
     /// current one; returns whether it was stored.
     pub fn store_newer(&self, minted: Minted) -> bool {
+        if self.is_rejected(&minted.value) {
+            return false;
+        }
         let newer = match (minted.version, read(&self.current).as_ref()) {
             (Some(v), Some(cur)) => v > cur.version,
             _ => true,
@@ -190,8 +226,11 @@ impl TokenCache {
 
     fn store(&self, minted: Minted) -> Arc<Token> {
         if let (Some(v), Some(cur)) = (minted.version, read(&self.current).as_ref()) {
-            if cur.version >= v {
-                return cur.clone(); // never regress to an older shared version
+            // Keep a newer usable token; an older shared version is taken only
+            // when ours is no longer usable (shared versions restart at 1 if
+            // the record was lost, and shared state is authoritative then).
+            if cur.version >= v && cur.stale_at.is_none_or(|s| Instant::now() < s) {
+                return cur.clone();
             }
         }
         let version = minted
@@ -206,6 +245,7 @@ impl TokenCache {
             now + ahead
         };
         let token = Arc::new(Token {
+            digest: digest(&minted.value),
             value: minted.value,
             version,
             expires_at: minted.expires_ms.map(at),
@@ -226,7 +266,8 @@ impl TokenCache {
     /// Returns true when this call invalidated it.
     pub fn invalidate(&self, version: u64) -> bool {
         let mut cur = write(&self.current);
-        if cur.as_ref().is_some_and(|t| t.version == version) {
+        if let Some(t) = cur.as_ref().filter(|t| t.version == version) {
+            *lock(&self.rejected) = Some(t.digest);
             *cur = None;
             drop(cur);
             self.changed.send_replace(version);
@@ -267,9 +308,10 @@ mod tests {
         for _ in 0..100 {
             let (cache, calls) = (cache.clone(), calls.clone());
             tasks.push(tokio::spawn(async move {
+                let c = calls.clone();
                 cache
-                    .obtain(false, || async {
-                        calls.fetch_add(1, Ordering::SeqCst);
+                    .obtain(false, move || async move {
+                        c.fetch_add(1, Ordering::SeqCst);
                         tokio::task::yield_now().await;
                         Ok(minted(3600))
                     })
@@ -291,9 +333,10 @@ mod tests {
         let first = {
             let (cache, calls, gate) = (cache.clone(), calls.clone(), gate.clone());
             tokio::spawn(async move {
+                let c = calls.clone();
                 cache
-                    .obtain(false, || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
+                    .obtain(false, move || async move {
+                        c.fetch_add(1, Ordering::SeqCst);
                         gate.notified().await;
                         Err(TokenError::Endpoint {
                             status: 500,
@@ -309,9 +352,10 @@ mod tests {
         let waiter = {
             let (cache, calls) = (cache.clone(), calls.clone());
             tokio::spawn(async move {
+                let c = calls.clone();
                 cache
-                    .obtain(false, || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
+                    .obtain(false, move || async move {
+                        c.fetch_add(1, Ordering::SeqCst);
                         Ok(minted(3600))
                     })
                     .await
@@ -329,7 +373,7 @@ mod tests {
 
     #[tokio::test]
     async fn invalidate_is_compare_and_set() {
-        let cache = TokenCache::new(Duration::from_secs(10));
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
         let t = cache
             .obtain(false, || async { Ok(minted(3600)) })
             .await
@@ -352,8 +396,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_caller_does_not_cancel_the_fetch() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let caller = {
+            let (cache, gate) = (cache.clone(), gate.clone());
+            tokio::spawn(async move {
+                cache
+                    .obtain(false, move || async move {
+                        gate.notified().await;
+                        Ok(minted(3600))
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        caller.abort();
+        gate.notify_one();
+        let t = cache
+            .obtain(false, || async {
+                Err(TokenError::Transport("must not be called".into()))
+            })
+            .await
+            .expect("the detached fetch stored its token");
+        assert_eq!(t.version, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_token_is_recognised() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
+        let t = cache
+            .obtain(false, || async { Ok(minted(3600)) })
+            .await
+            .expect("token");
+        assert!(!cache.is_rejected(&t.value));
+        cache.invalidate(t.version);
+        assert!(cache.is_rejected(&SecretString::from("t".to_string())));
+        let mut again = minted(3600);
+        again.version = Some(99);
+        assert!(
+            !cache.store_newer(again),
+            "a rejected value is not taken back from shared state"
+        );
+    }
+
+    #[tokio::test]
     async fn short_lived_tokens_are_refreshed_half_way() {
-        let cache = TokenCache::new(Duration::from_secs(10));
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
         cache
             .obtain(false, || async { Ok(minted(4)) })
             .await

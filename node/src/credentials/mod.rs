@@ -42,7 +42,7 @@ pub struct Credential {
     inject_header: HeaderName,
     inject_template: String,
     source: TokenSource,
-    cache: TokenCache,
+    cache: Arc<TokenCache>,
     health: Health,
     http: HttpClient,
     /// Token records in Redis, when tokens are shared cluster-wide.
@@ -101,7 +101,7 @@ impl Credential {
             inject_header,
             inject_template: cfg.inject.value.clone(),
             source,
-            cache: TokenCache::new(cfg.refresh_margin),
+            cache: Arc::new(TokenCache::new(cfg.refresh_margin)),
             health: Health::new(cfg.failure_threshold, cfg.cooldown_max),
             http,
             shared,
@@ -109,20 +109,35 @@ impl Credential {
     }
 
     /// A usable token: from the cache, or obtained now (single-flight).
-    pub async fn token(&self) -> Result<Arc<Token>, TokenError> {
+    pub async fn token(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
+        let me = self.clone();
         let token = self
             .cache
-            .obtain(false, || self.fetch(true, Want::Usable))
+            .obtain(
+                false,
+                move || async move { me.fetch(true, Want::Usable).await },
+            )
             .await?;
         token.mark_used();
         Ok(token)
     }
 
     /// Obtains a new token now, unless one was obtained while waiting.
-    pub async fn refresh(&self) -> Result<Arc<Token>, TokenError> {
-        let seen = self.cache.peek().map_or(0, |t| t.version);
+    /// With shared tokens the whole cluster gets the new one.
+    pub async fn refresh(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
+        let mut seen = self.cache.peek().map_or(0, |t| t.version);
+        if let Some(shared) = &self.shared {
+            let record = shared
+                .read(&self.name)
+                .await
+                .map_err(|e| TokenError::StateStore(e.to_string()))?;
+            seen = seen.max(record.map_or(0, |r| r.version));
+        }
+        let me = self.clone();
         self.cache
-            .obtain(true, || self.fetch(true, Want::NewerThan(seen)))
+            .obtain(true, move || async move {
+                me.fetch(true, Want::NewerThan(seen)).await
+            })
             .await
     }
 
@@ -207,8 +222,29 @@ impl Credential {
     }
 
     /// Drops the cached token whatever its version.
-    pub fn clear(&self) -> Option<u64> {
-        self.cache.clear()
+    /// With shared tokens the shared record is invalidated too, so the next
+    /// request on any node obtains a new token.
+    pub async fn clear(&self) -> Result<Option<u64>, TokenError> {
+        let local = self.cache.clear();
+        let Some(shared) = &self.shared else {
+            return Ok(local);
+        };
+        let state = |e: crate::state::redis::StateError| TokenError::StateStore(e.to_string());
+        let Some(record) = shared.read(&self.name).await.map_err(state)? else {
+            return Ok(local);
+        };
+        if shared
+            .invalidate(&self.name, record.version)
+            .await
+            .map_err(state)?
+        {
+            let event = StateEvent::Invalidated {
+                credential: self.name.clone(),
+                version: record.version,
+            };
+            crate::state::events::publish(shared.redis(), &event).await;
+        }
+        Ok(Some(record.version))
     }
 
     /// Records that upstream accepted this credential.
@@ -310,9 +346,13 @@ impl Credential {
                 }
                 continue;
             }
+            let me = self.clone();
             match self
                 .cache
-                .obtain(true, || self.fetch(false, Want::Ahead))
+                .obtain(
+                    true,
+                    move || async move { me.fetch(false, Want::Ahead).await },
+                )
                 .await
             {
                 Ok(_) => backoff = Duration::from_secs(1),

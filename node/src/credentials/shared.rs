@@ -35,7 +35,12 @@ fn state_err(e: StateError) -> TokenError {
     TokenError::StateStore(e.to_string())
 }
 
-fn serves(rec: &Record, want: Want, margin: Duration) -> bool {
+fn serves(cred: &Credential, rec: &Record, want: Want, margin: Duration) -> bool {
+    // A token this node saw rejected (401) is not taken back while its shared
+    // invalidation may still be on its way.
+    if cred.cache.is_rejected(&rec.value) {
+        return false;
+    }
     let sched = schedule(rec.obtained_ms, rec.expires_ms, margin);
     let now = unix_ms();
     match want {
@@ -69,17 +74,17 @@ pub async fn obtain(
     let mut changes = cred.cache.subscribe();
     loop {
         if let Some(rec) = shared.read(&cred.name).await.map_err(state_err)? {
-            if serves(&rec, want, margin) {
+            if serves(cred, &rec, want, margin) {
                 return Ok(into_minted(rec));
             }
         }
         if let Some(lease) = shared.try_lock(&cred.name).await.map_err(state_err)? {
             let result = refresh_locked(cred, shared, want, margin, &lease, counts).await;
             shared.unlock(&cred.name, &lease).await;
-            match result? {
-                Some(minted) => return Ok(minted),
-                None => continue, // fenced out by a newer writer: read what it wrote
+            if let Some(minted) = result? {
+                return Ok(minted);
             }
+            // Fenced out by a newer writer: wait a little, then read what it wrote.
         }
         if Instant::now() >= deadline {
             return Err(TokenError::WaitedForPeer(wait_limit));
@@ -101,7 +106,7 @@ async fn refresh_locked(
     counts: bool,
 ) -> Result<Option<Minted>, TokenError> {
     if let Some(rec) = shared.read(&cred.name).await.map_err(state_err)? {
-        if serves(&rec, want, margin) {
+        if serves(cred, &rec, want, margin) {
             return Ok(Some(into_minted(rec)));
         }
     }

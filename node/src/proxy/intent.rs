@@ -14,6 +14,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use rhizome_proto::config::SessionMode;
 use rhizome_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -136,6 +137,13 @@ pub async fn handle(
         )
     })?;
     log.route = route.name.clone();
+    if route.session == SessionMode::Mcp {
+        // MCP sessions bind ids to clients and targets; the intent envelope
+        // would bypass that, so MCP routes take the transparent path only.
+        return Err(bad(
+            "MCP session routes are not available through the intent API",
+        ));
+    }
     let method = Method::from_bytes(intent.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|_| bad("invalid method"))?;
     if !intent.path.starts_with('/')

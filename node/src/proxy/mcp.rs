@@ -68,23 +68,25 @@ pub async fn before(
     client: Option<&str>,
     headers: &mut HeaderMap,
 ) -> Result<Session, ProxyError> {
-    let Some(client) = client.filter(|_| route.session == SessionMode::Mcp) else {
+    if route.session != SessionMode::Mcp {
+        return Ok(Session::Off);
+    }
+    let Some(client) = client else {
+        // Anonymous (public path): no session may be used or created.
+        headers.remove(SESSION_HEADER);
         return Ok(Session::Off);
     };
     let stateless = headers
         .get(PROTOCOL_HEADER)
         .is_some_and(|v| v.as_bytes() == STATELESS_REVISION.as_bytes());
-    let Some(id) = headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-    else {
+    let Some(raw) = headers.get(SESSION_HEADER) else {
         if stateless {
             headers.remove("last-event-id");
             return Ok(Session::Stateless);
         }
         return Ok(Session::New);
     };
+    let id = raw.to_str().map_err(|_| not_found())?.to_string();
     let ttl = route.session_idle_ttl;
     let record = match proxy
         .app
@@ -117,7 +119,17 @@ pub async fn after(
 ) -> Result<(), ProxyError> {
     let sessions = &proxy.app.sessions;
     match session {
-        Session::Off | Session::Stateless => Ok(()),
+        Session::Stateless => {
+            // Stateless revision: an upstream session id never reaches the client.
+            resp.headers_mut().remove(SESSION_HEADER);
+            Ok(())
+        }
+        Session::Off => {
+            if route.session == SessionMode::Mcp {
+                resp.headers_mut().remove(SESSION_HEADER);
+            }
+            Ok(())
+        }
         Session::New => {
             let (Some(client), Some(upstream_id)) = (
                 client,

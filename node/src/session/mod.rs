@@ -8,10 +8,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rhizome_proto::records::{SessionRecord, StateEvent};
 
+use crate::credentials::source::unix_ms;
 use crate::metrics;
 use crate::state::events;
 use crate::state::redis::{Redis, StateError};
@@ -40,7 +41,6 @@ pub struct Sessions {
 struct Cached {
     record: SessionRecord,
     cached_at: Instant,
-    touched_at: Instant,
 }
 
 /// Why a session cannot be used.
@@ -50,13 +50,6 @@ pub enum Lookup {
     Found(SessionRecord),
     /// Unknown, expired, or not this client's or route's: answer 404.
     NotFound,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl Sessions {
@@ -90,7 +83,6 @@ impl Sessions {
             Cached {
                 record,
                 cached_at: now,
-                touched_at: now,
             },
         );
         metrics::sessions_active(cache.len());
@@ -104,32 +96,18 @@ impl Sessions {
         route: &str,
         ttl: Duration,
     ) -> Result<Lookup, StateError> {
+        // A cached entry is trusted for at most a quarter of the TTL (and 30 s);
+        // the re-read after that is a GETEX, which also slides the TTL, so a
+        // session in use never expires and a hit costs nothing.
         let cached = {
-            let mut cache = self.cache();
-            let now = Instant::now();
-            match cache.get_mut(id) {
-                Some(c) if now.duration_since(c.cached_at) < CACHE_FOR.min(ttl / 4) => {
-                    let touch = now.duration_since(c.touched_at) >= ttl / 4;
-                    if touch {
-                        c.touched_at = now;
-                    }
-                    Some((c.record.clone(), touch))
-                }
-                _ => None,
-            }
+            let cache = self.cache();
+            cache
+                .get(id)
+                .filter(|c| c.cached_at.elapsed() < CACHE_FOR.min(ttl / 4))
+                .map(|c| c.record.clone())
         };
         let record = match cached {
-            Some((record, touch)) => {
-                if touch {
-                    let (this, id) = (self.clone(), id.to_string());
-                    tokio::spawn(async move {
-                        if let Err(e) = this.store.touch(&id, ttl).await {
-                            tracing::debug!(error = %e, "sliding a session TTL failed");
-                        }
-                    });
-                }
-                record
-            }
+            Some(record) => record,
             None => match self.store.get(id, Some(ttl)).await? {
                 Some(record) => {
                     self.remember(id, record.clone());
@@ -154,14 +132,13 @@ impl Sessions {
         ttl: Duration,
     ) -> Result<String, StateError> {
         let id = format!("rzs-{}", hex::encode(rand::random::<[u8; 16]>()));
-        let now = now_ms();
+        let now = unix_ms();
         let record = SessionRecord {
             upstream_session: upstream_session.to_string(),
             route: route.to_string(),
             target: target.to_string(),
             client: client.to_string(),
             created_ms: now,
-            last_seen_ms: now,
         };
         self.store.put(&id, &record, ttl).await?;
         self.remember(&id, record);

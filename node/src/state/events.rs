@@ -14,6 +14,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::redis::Redis;
+use super::tokens::SharedTokens;
 
 /// A boxed unit future.
 pub type Work<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -38,9 +39,20 @@ pub async fn publish(redis: &Redis, event: &StateEvent) {
     }
 }
 
-/// Subscribes and feeds `sink` until `shutdown`.
-pub fn spawn(redis: Arc<Redis>, sink: Arc<dyn EventSink>, shutdown: CancellationToken) {
+/// Waits for every connection, preloads the Lua scripts, subscribes, resyncs
+/// and only then marks the node's shared state ready; then feeds `sink`
+/// until `shutdown`.
+pub fn spawn(
+    redis: Arc<Redis>,
+    tokens: Option<Arc<SharedTokens>>,
+    sink: Arc<dyn EventSink>,
+    shutdown: CancellationToken,
+) {
     tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = redis.wait_connected() => {}
+        }
         let mut messages = redis.messages();
         let mut reconnects = redis.resubscribed();
         let mut backoff = Duration::from_millis(100);
@@ -51,6 +63,12 @@ pub fn spawn(redis: Arc<Redis>, sink: Arc<dyn EventSink>, shutdown: Cancellation
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        if let Some(tokens) = tokens {
+            // Best effort: a script not loaded here is loaded on first NOSCRIPT.
+            if let Err(e) = tokens.preload().await {
+                tracing::debug!(error = %e, "preloading Lua scripts failed");
+            }
         }
         sink.resync().await;
         redis.mark_subscribed();

@@ -58,7 +58,8 @@ impl SharedState {
                             redis.clone(),
                             node_id,
                             encryption_key,
-                            TOKEN_FETCH_TIMEOUT + Duration::from_secs(2),
+                            // The holder's worst case: read, fetch, write, publish.
+                            TOKEN_FETCH_TIMEOUT + cfg.op_timeout * 4 + Duration::from_secs(1),
                         )
                         .map_err(|e| ConfigError::new("state.encryption_key", e.to_string()))?,
                     )),

@@ -123,6 +123,13 @@ impl Redis {
         });
     }
 
+    /// Completes once every pooled connection is up (fred keeps retrying).
+    pub async fn wait_connected(&self) {
+        while self.pool.wait_for_connect().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The command pool.
     pub fn pool(&self) -> &Pool {
         &self.pool

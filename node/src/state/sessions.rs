@@ -196,10 +196,16 @@ impl RedisSessionStore {
     }
 }
 
+/// A stored value that does not decode (an older record format, a foreign
+/// key) is treated as absent: the client gets 404 and initializes again.
 fn decode(bytes: Option<Vec<u8>>) -> Result<Option<SessionRecord>, StateError> {
-    bytes
-        .map(|b| codec::decode(&b).map_err(|e| StateError::Protocol(e.to_string())))
-        .transpose()
+    Ok(bytes.and_then(|b| match codec::decode(&b) {
+        Ok(rec) => Some(rec),
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable session record ignored");
+            None
+        }
+    }))
 }
 
 fn secs(ttl: Duration) -> i64 {
@@ -352,7 +358,6 @@ mod tests {
             target: "http://t".into(),
             client: "c".into(),
             created_ms: n,
-            last_seen_ms: n,
         }
     }
 

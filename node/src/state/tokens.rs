@@ -40,10 +40,18 @@ if redis.call('HGET', KEYS[1], 'version') == ARGV[1] and redis.call('HGET', KEYS
 end
 return 0";
 
-/// Takes the refresh lock and the next fencing epoch, or returns -1.
+/// Takes the refresh lock and the next fencing epoch, or returns -1. The
+/// epoch is never at or below the record's (the counter may have been lost
+/// while the record survived), or every write would be fenced out.
 const LOCK: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  local e = redis.call('INCR', KEYS[2])
+  local s = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0')
+  if e <= s then
+    e = s + 1
+    redis.call('SET', KEYS[2], e)
+  end
+  return e
 end
 return -1";
 
@@ -134,12 +142,17 @@ impl SharedTokens {
             return Ok(None);
         }
         let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
-        let token = h
-            .get("token")
-            .ok_or_else(|| StateError::Protocol("record without token".into()))?;
-        let value = match &self.cipher {
-            Some(c) => c.open(token)?,
-            None => SecretString::from(token.clone()),
+        // A record this node cannot use (no token, another encryption key,
+        // sealed while this node has none) is treated as absent, so the lock
+        // path overwrites it instead of failing every request.
+        let opened = match (h.get("token"), &self.cipher) {
+            (Some(t), Some(c)) => c.open(t, cred).ok(),
+            (Some(t), None) if !t.starts_with(SEALED_PREFIX) => Some(SecretString::from(t.clone())),
+            _ => None,
+        };
+        let Some(value) = opened else {
+            tracing::warn!(credential = %cred, "shared token record unreadable with this node's state.encryption_key; it will be replaced");
+            return Ok(None);
         };
         Ok(Some(Record {
             value,
@@ -164,7 +177,7 @@ impl SharedTokens {
             .unwrap_or(u64::MAX)
             .to_string();
         let client = self.redis.pool().next();
-        let keys = vec![lock_key(cred), fence_key(cred)];
+        let keys = vec![lock_key(cred), fence_key(cred), token_key(cred)];
         let epoch: i64 = self
             .redis
             .run(
@@ -209,7 +222,7 @@ impl SharedTokens {
         claims: Option<&serde_json::Value>,
     ) -> Result<Option<u64>, StateError> {
         let token = match &self.cipher {
-            Some(c) => c.seal(value)?,
+            Some(c) => c.seal(value, cred)?,
             None => value.expose_secret().to_string(),
         };
         let args = vec![
@@ -274,13 +287,15 @@ impl Cipher {
         })
     }
 
-    fn seal(&self, value: &SecretString) -> Result<String, StateError> {
+    /// The credential name is the associated data: a sealed token copied into
+    /// another credential's record does not open there.
+    fn seal(&self, value: &SecretString, cred: &str) -> Result<String, StateError> {
         let nonce_bytes: [u8; 12] = rand::random();
         let mut buf = value.expose_secret().as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::empty(),
+                Aad::from(cred.as_bytes()),
                 &mut buf,
             )
             .map_err(|_| StateError::Protocol("token encryption failed".into()))?;
@@ -292,7 +307,7 @@ impl Cipher {
         ))
     }
 
-    fn open(&self, stored: &str) -> Result<SecretString, StateError> {
+    fn open(&self, stored: &str, cred: &str) -> Result<SecretString, StateError> {
         let bad = || {
             StateError::Protocol(
                 "stored token cannot be decrypted with state.encryption_key".into(),
@@ -311,7 +326,7 @@ impl Cipher {
             .key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::empty(),
+                Aad::from(cred.as_bytes()),
                 &mut bytes[12..],
             )
             .map_err(|_| bad())?;
@@ -329,17 +344,18 @@ mod tests {
     fn sealed_tokens_round_trip_and_do_not_contain_the_token() {
         let c = Cipher::new(&SecretString::from("k".to_string())).expect("key");
         let sealed = c
-            .seal(&SecretString::from("mocktok-secret".to_string()))
+            .seal(&SecretString::from("mocktok-secret".to_string()), "a")
             .expect("seal");
         assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("mocktok"));
         assert_eq!(
-            c.open(&sealed).expect("open").expose_secret(),
+            c.open(&sealed, "a").expect("open").expose_secret(),
             "mocktok-secret"
         );
         let other = Cipher::new(&SecretString::from("other".to_string())).expect("key");
         assert!(
-            other.open(&sealed).is_err(),
+            other.open(&sealed, "a").is_err(),
             "wrong key is an error, not garbage"
         );
+        assert!(c.open(&sealed, "b").is_err(), "bound to its credential");
     }
 }
