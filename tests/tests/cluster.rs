@@ -8,33 +8,17 @@ use std::time::{Duration, Instant};
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::metrics;
-use rhizome_tests::harness::{Env, Node};
 use serde_json::json;
-
-async fn three_nodes(
-    env: &Env,
-    mock: &rhizome_tests::harness::Mock,
-    redis_url: &str,
-    margin: &'static str,
-) -> Vec<Node> {
-    let tuning = Tuning {
-        refresh_margin: margin,
-        extra: fixture::redis_lock(redis_url),
-        ..Tuning::default()
-    };
-    let mut nodes = Vec::new();
-    for name in ["n1", "n2", "n3"] {
-        nodes.push(fixture::node(env, name, mock, &tuning).await);
-    }
-    nodes
-}
 
 #[tokio::test]
 async fn a_rotation_hit_by_300_requests_on_3_nodes_is_refreshed_once() {
-    let env = Env::new("g2_storm");
-    let redis = env.redis().await;
-    let mock = fixture::mock(&env, &[]).await;
-    let nodes = three_nodes(&env, &mock, &redis.url(), "5m").await;
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock,
+        nodes,
+        ..
+    } = fixture::cluster("g2_storm", &[], 3, Tuning::default()).await;
     let c = Client::new();
     let key = fixture::bearer();
     for n in &nodes {
@@ -104,10 +88,17 @@ async fn a_rotation_hit_by_300_requests_on_3_nodes_is_refreshed_once() {
 
 #[tokio::test]
 async fn steady_load_on_3_nodes_makes_one_token_call_per_cycle() {
-    let env = Env::new("g1_steady");
-    let redis = env.redis().await;
-    let mock = fixture::mock(&env, &["--expires-in", "4"]).await;
-    let nodes = three_nodes(&env, &mock, &redis.url(), "2s").await;
+    let tuning = Tuning {
+        refresh_margin: "2s",
+        ..Tuning::default()
+    };
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock,
+        nodes,
+        ..
+    } = fixture::cluster("g1_steady", &["--expires-in", "4"], 3, tuning).await;
     let c = Client::new();
     let key = fixture::bearer();
     let run = Duration::from_secs(60);

@@ -9,7 +9,7 @@ use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::{next_chunk, Client, Resp};
 use rhizome_tests::harness::secrets::{ADMIN_TOKEN, OTHER_CLIENT_KEY};
-use rhizome_tests::harness::{Env, Node};
+use rhizome_tests::harness::Node;
 use serde_json::{json, Value};
 
 async fn rpc(node: &Node, key: &str, session: Option<&str>, body: Value) -> Resp {
@@ -28,16 +28,14 @@ async fn rpc(node: &Node, key: &str, session: Option<&str>, body: Value) -> Resp
 
 #[tokio::test]
 async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
-    let env = Env::new("mcp_cluster");
-    let redis = env.redis().await;
-    let mock = fixture::mock(&env, &[]).await;
-    let tuning = Tuning {
-        extra: fixture::redis_lock(&redis.url()),
-        ..Tuning::default()
-    };
-    let mut n1 = fixture::node(&env, "n1", &mock, &tuning).await;
-    let n2 = fixture::node(&env, "n2", &mock, &tuning).await;
-    let n3 = fixture::node(&env, "n3", &mock, &tuning).await;
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock,
+        nodes,
+        ..
+    } = fixture::cluster("mcp_cluster", &[], 3, Tuning::default()).await;
+    let [mut n1, n2, n3] = <[Node; 3]>::try_from(nodes).expect("three nodes");
     let key = fixture::bearer();
     let other = format!("Bearer {OTHER_CLIENT_KEY}");
 

@@ -47,15 +47,14 @@ fn rss_kib(node: &Node) -> u64 {
 
 #[tokio::test]
 async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
-    let env = Env::new("redis_outage");
-    let mut redis = env.redis().await;
-    let mock = fixture::mock(&env, &[]).await;
-    let tuning = Tuning {
-        extra: fixture::redis_lock(&redis.url()),
-        ..Tuning::default()
-    };
-    let n1 = fixture::node(&env, "n1", &mock, &tuning).await;
-    let n2 = fixture::node(&env, "n2", &mock, &tuning).await;
+    let fixture::Cluster {
+        env,
+        mut redis,
+        mock,
+        nodes,
+        tuning,
+    } = fixture::cluster("redis_outage", &[], 2, Tuning::default()).await;
+    let [n1, n2] = <[Node; 2]>::try_from(nodes).expect("two nodes");
     let c = Client::new();
     let key = fixture::bearer();
     let h = [("authorization", key.as_str())];
@@ -162,15 +161,14 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
 
 #[tokio::test]
 async fn redis_commands_per_proxied_request() {
-    let env = Env::new("redis_commands");
-    let redis = env.redis().await;
-    let mock = fixture::mock(&env, &[]).await;
-    let tuning = Tuning {
-        extra: fixture::redis_lock(&redis.url()),
-        ..Tuning::default()
-    };
-    let n1 = fixture::node(&env, "n1", &mock, &tuning).await;
-    let n2 = fixture::node(&env, "n2", &mock, &tuning).await;
+    let fixture::Cluster {
+        env,
+        redis,
+        mock: _mock,
+        nodes,
+        ..
+    } = fixture::cluster("redis_commands", &[], 2, Tuning::default()).await;
+    let [n1, n2] = <[Node; 2]>::try_from(nodes).expect("two nodes");
     let c = Client::new();
     let key = fixture::bearer();
     let h = [("authorization", key.as_str())];

@@ -247,53 +247,35 @@ impl Proxy {
             retries += more;
             let upstream = started.elapsed();
             metrics::upstream_duration(&route.name, upstream);
-            let Some((cred, token)) = &picked else {
-                return Ok(Exchange {
-                    response,
-                    credential: None,
-                    upstream,
-                    retries,
-                    target,
-                });
+            let status = response.status();
+            let done = |credential: Option<&Arc<Credential>>| Exchange {
+                response,
+                credential: credential.cloned(),
+                upstream,
+                retries,
+                target,
             };
-            if response.status() != StatusCode::UNAUTHORIZED {
+            let Some((cred, token)) = &picked else {
+                return Ok(done(None));
+            };
+            if status != StatusCode::UNAUTHORIZED {
                 cred.upstream_accepted();
-                return Ok(Exchange {
-                    response,
-                    credential: Some(cred.clone()),
-                    upstream,
-                    retries,
-                    target,
-                });
+                return Ok(done(Some(cred)));
             }
             cred.invalidate(token.version).await;
             if retries > 0 || !body.replayable() {
                 if retries > 0 {
                     cred.upstream_rejected();
                 }
-                return Ok(Exchange {
-                    response,
-                    credential: Some(cred.clone()),
-                    upstream,
-                    retries,
-                    target,
-                });
+                return Ok(done(Some(cred)));
             }
             metrics::upstream_retry("unauthorized");
             tracing::info!(credential = %cred.name, version = token.version, "upstream answered 401; retrying with a fresh token");
-            let fresh = match cred.token().await {
-                Ok(t) => t,
+            let Ok(fresh) = cred.token().await else {
                 // No fresh token: the client gets upstream's 401 as it was.
-                Err(_) => {
-                    return Ok(Exchange {
-                        response,
-                        credential: Some(cred.clone()),
-                        upstream,
-                        retries,
-                        target,
-                    })
-                }
+                return Ok(done(Some(cred)));
             };
+            drop(done);
             picked = Some((cred.clone(), fresh));
             retries += 1;
         }

@@ -4,6 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
+use super::redis::RedisServer;
 use super::secrets::*;
 use super::{Env, Mock, Node};
 
@@ -261,6 +262,44 @@ pub async fn world(test: &str, mock_args: &[&str], tuning: &Tuning) -> World {
     let mock = mock(&env, mock_args).await;
     let node = node(&env, "node", &mock, tuning).await;
     World { env, mock, node }
+}
+
+/// Several nodes sharing a private `redis-server` in `redis-lock` mode.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Log and config directory.
+    pub env: Env,
+    /// The shared Redis.
+    pub redis: RedisServer,
+    /// The mock upstream.
+    pub mock: Mock,
+    /// The nodes, named `n1`, `n2`, … and ready.
+    pub nodes: Vec<Node>,
+    /// The tuning the nodes run with (to start more of them).
+    pub tuning: Tuning,
+}
+
+/// Starts Redis, the mock (with `mock_args`) and `n` ready nodes on the
+/// standard config with `tuning` plus the `redis-lock` tables.
+pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -> Cluster {
+    let env = Env::new(test);
+    let redis = env.redis().await;
+    let mock = mock(&env, mock_args).await;
+    let tuning = Tuning {
+        extra: redis_lock(&redis.url()) + &tuning.extra,
+        ..tuning
+    };
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
+    }
+    Cluster {
+        env,
+        redis,
+        mock,
+        nodes,
+        tuning,
+    }
 }
 
 /// `[state]` and `[coordinator]` for a cluster sharing `redis_url` in `redis-lock` mode.
