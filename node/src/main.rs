@@ -135,7 +135,7 @@ async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    telemetry::init(cli.log_format);
+    let _log_guard = telemetry::init(cli.log_format);
     let overrides = Overrides {
         id: cli.node_id,
         listen: cli.listen,

@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Log output format.
@@ -16,13 +17,23 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// Installs the global subscriber.
-pub fn init(format: LogFormat) {
+/// Lines buffered between request threads and the writer thread; when the
+/// buffer is full, logging waits (back-pressure) rather than dropping lines.
+const LOG_BUFFER_LINES: usize = 16_384;
+
+/// Installs the global subscriber. Lines are written to stdout by a
+/// dedicated thread so a slow log consumer does not sit on the request path;
+/// keep the returned guard alive until exit so the last lines are flushed.
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal())
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder
             .json()
@@ -31,4 +42,5 @@ pub fn init(format: LogFormat) {
             .init(),
         LogFormat::Pretty => builder.init(),
     }
+    guard
 }
