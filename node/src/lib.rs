@@ -107,36 +107,49 @@ pub async fn run(
             .spawn(cred.clone().refresh_ahead(shutdown.token()));
     }
 
-    let admin = axum::serve(listeners.admin, admin::router(app.clone())).with_graceful_shutdown({
-        let s = shutdown.clone();
-        async move { s.triggered().await }
-    });
-    let admin = tokio::spawn(async move { admin.await });
+    let grace = config.node.shutdown_grace;
+    let router = admin::router(app.clone());
+    let admin = tokio::spawn(server::serve(
+        listeners.admin,
+        move |_| hyper_util::service::TowerToHyperService::new(router.clone()),
+        config.limits.clone(),
+        shutdown.clone(),
+        grace,
+    ));
 
     tracing::info!(listener = "proxy", addr = %proxy_addr, "listening");
     tracing::info!(listener = "admin", addr = %admin_addr, "listening");
     tracing::info!(node = %app.node_id, routes = config.routes.len(), credentials = config.credentials.len(), "node ready");
     app.mark_ready();
 
+    let proxy = proxy::Proxy::new(app.clone());
+    let make = move |peer| {
+        let proxy = proxy.clone();
+        hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
+        })
+    };
+    // Both listeners drain within the same grace period (they run side by
+    // side); what is left after it gets a short, bounded wait.
     server::serve(
         listeners.proxy,
-        proxy::Proxy::new(app.clone()),
-        &config.limits,
+        make,
+        config.limits.clone(),
         shutdown.clone(),
-        config.node.shutdown_grace,
+        grace,
     )
     .await;
+    let leftover = std::time::Duration::from_secs(2);
+    if tokio::time::timeout(leftover, admin).await.is_err() {
+        tracing::warn!("admin listener still draining at exit");
+    }
     shutdown.tasks().close();
-    if tokio::time::timeout(config.node.shutdown_grace, shutdown.tasks().wait())
+    if tokio::time::timeout(leftover, shutdown.tasks().wait())
         .await
         .is_err()
     {
-        tracing::warn!("background tasks still running at the end of the grace period");
-    }
-    match admin.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "admin listener failed"),
-        Err(e) => tracing::warn!(error = %e, "admin task failed"),
+        tracing::warn!("background tasks still running at exit");
     }
     tracing::info!("node stopped");
     Ok(())

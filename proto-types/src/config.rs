@@ -96,6 +96,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Largest request body; routes may lower it.
     pub max_body: ByteSize,
+    /// Connections served at once per listener; beyond it, accepting pauses.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +106,7 @@ impl Default for Limits {
             max_header_bytes: 65536,
             header_read_timeout: Duration::from_secs(10),
             max_body: ByteSize::mib(10),
+            max_connections: 10_000,
         }
     }
 }

@@ -261,3 +261,48 @@ async fn sigterm_drains_in_flight_requests_and_ends_streams_cleanly() {
     );
     env.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_client_methods_do_not_make_metric_series() {
+    let tuning = Tuning {
+        extra: "[limits]\nheader_read_timeout = \"300ms\"\n".into(),
+        ..Tuning::default()
+    };
+    let fixture::World {
+        env,
+        mock: _mock,
+        node,
+    } = fixture::world("silent_conns", &[], &tuning).await;
+    // A connection that sends nothing is closed after the head timeout.
+    let started = std::time::Instant::now();
+    let answer = raw(node.proxy, b"", Duration::from_secs(5)).await;
+    assert!(answer.is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // Invented methods are counted as OTHER, not as a series each.
+    for m in ["FOO1", "FOO2", "FOO3"] {
+        let resp = raw(
+            node.proxy,
+            format!("{m} /a/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 401"), "{resp:.100}");
+    }
+    let text = node.metrics_text().await;
+    assert!(
+        !text.contains("FOO1"),
+        "client-chosen method became a label"
+    );
+    assert_eq!(
+        rhizome_tests::harness::metrics::value(
+            &text,
+            r#"rhizome_requests_total{route="a",method="OTHER",status="401"}"#
+        ),
+        Some(3.0)
+    );
+    env.assert_logs_clean();
+}

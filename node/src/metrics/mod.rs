@@ -106,9 +106,22 @@ pub fn session_created() {
     counter!("rhizome_sessions_created_total").increment(1);
 }
 
+/// Methods a client chooses are labels only when they are standard ones:
+/// anything else is `OTHER`, so clients cannot create series at will.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER")
+}
+
 /// One answered request.
 pub fn request(route: &str, method: &str, status: u16, duration: Duration) {
-    counter!("rhizome_requests_total", "route" => route.to_owned(), "method" => method.to_owned(), "status" => status.to_string())
+    counter!("rhizome_requests_total", "route" => route.to_owned(), "method" => method_label(method), "status" => status.to_string())
         .increment(1);
     histogram!("rhizome_request_duration_seconds", "route" => route.to_owned()).record(duration);
 }

@@ -5,6 +5,7 @@
 //! counts bytes and writes the request's one access-log line and metrics when
 //! the body ends or the client goes away.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -83,7 +84,9 @@ where
     let limit = usize::try_from(max_body).unwrap_or(usize::MAX);
     let mut body = Limited::new(body, limit);
     if declared.is_some_and(|n| n > retry_limit) {
-        return Ok(OutBody::Streaming(Some(body.boxed())));
+        return Ok(OutBody::Streaming(Some(
+            IdleTimeout::new(body.boxed(), read_timeout).boxed(),
+        )));
     }
     // Read up to retry_limit; if the body ends first it is kept for a retry.
     let mut buf = BytesMut::new();
@@ -118,13 +121,8 @@ where
         return Ok(OutBody::Buffered(buf.freeze()));
     }
     let prefix = Some(buf.freeze());
-    Ok(OutBody::Streaming(Some(
-        Prefixed {
-            prefix,
-            rest: body.boxed(),
-        }
-        .boxed(),
-    )))
+    let rest = IdleTimeout::new(body.boxed(), read_timeout).boxed();
+    Ok(OutBody::Streaming(Some(Prefixed { prefix, rest }.boxed())))
 }
 
 /// A body whose first bytes were already read.
@@ -145,6 +143,57 @@ impl Body for Prefixed {
             return Poll::Ready(Some(Ok(Frame::data(p))));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
+    }
+}
+
+/// A body that fails when no frame arrives for `idle`: a stalled upstream
+/// (or client) cannot hold a request open forever once its head is through.
+pub struct IdleTimeout {
+    inner: BoxBody,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimeout {
+    /// Wraps `inner`.
+    pub fn new(inner: BoxBody, idle: Duration) -> Self {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                Poll::Ready(frame)
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(format!("body idle for {:?}", self.idle).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -25,6 +25,11 @@ use crate::routing::has_dot_segments;
 use crate::upstream::headers;
 use crate::BoxBody;
 
+/// Upper bound of reading the intent envelope itself.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound a client may ask for with `timeout_ms`.
+const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A request to send through a route.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,7 +55,8 @@ pub struct IntentRequest {
     /// Binary body, base64 (standard alphabet).
     #[serde(default)]
     pub body_base64: Option<String>,
-    /// Upper bound of the whole exchange, in milliseconds (default: the route's timeout).
+    /// Upper bound of the whole exchange, in milliseconds (default: the
+    /// route's timeout; at most 300000).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
@@ -114,9 +120,10 @@ pub async fn handle(
             .to_string(),
     );
     let max = app.max_body;
-    let raw = Limited::new(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX))
-        .collect()
+    let read = Limited::new(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX)).collect();
+    let raw = tokio::time::timeout(READ_TIMEOUT, read)
         .await
+        .map_err(|_| bad("timed out reading the request body"))?
         .map_err(|e| {
             if body::is_body_limit(e.as_ref()) {
                 ProxyError::new(
@@ -182,13 +189,20 @@ pub async fn handle(
         (None, None) => Bytes::new(),
     };
     log.bytes_in = Some(body.len());
-    headers::to_upstream(&mut hdrs, peer, "http");
+    if body.len() as u64 > route.max_body {
+        return Err(ProxyError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds the route's {} bytes", route.max_body),
+        ));
+    }
+    headers::to_upstream(&mut hdrs, None, peer, "http");
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
         hdrs.insert(REQUEST_ID, v);
     }
     let timeout = intent
         .timeout_ms
-        .map_or(route.timeout, Duration::from_millis);
+        .map_or(route.timeout, Duration::from_millis)
+        .min(MAX_TIMEOUT);
     let started = Instant::now();
     let mut out = OutBody::Buffered(body);
     let exchange = async {

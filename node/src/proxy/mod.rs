@@ -30,7 +30,7 @@ use crate::routing::{has_dot_segments, Route};
 use crate::sse::relay::{relay, RelayOptions};
 use crate::upstream::{headers, Outcome};
 use crate::{metrics, App, BoxBody};
-use body::{is_body_limit, Observed};
+use body::{is_body_limit, IdleTimeout, Observed};
 pub use body::{AccessLog, OutBody};
 
 /// Header carrying the request id both ways.
@@ -134,8 +134,8 @@ impl Proxy {
         )
         .await?;
         log.bytes_in = out.buffered_len();
-        let accept_sse = parts.headers.clone();
-        headers::to_upstream(&mut parts.headers, peer, "http");
+        let authority = parts.uri.authority().map(|a| a.as_str().to_string());
+        headers::to_upstream(&mut parts.headers, authority.as_deref(), peer, "http");
         if let Ok(v) = HeaderValue::from_str(&log.request_id) {
             parts.headers.insert(REQUEST_ID, v);
         }
@@ -164,7 +164,7 @@ impl Proxy {
             &mut ex.response,
         )
         .await?;
-        Ok(self.respond(&route, &accept_sse, ex.response, &log.request_id))
+        Ok(self.respond(&route, ex.response, &log.request_id))
     }
 
     /// Phase `route`: longest prefix (and host) match.
@@ -233,6 +233,8 @@ impl Proxy {
             Some(route.pool.acquire().await?)
         };
         let mut retries = 0;
+        // The 401 retry happens once, whatever connect-error failovers did.
+        let mut auth_retried = false;
         loop {
             let mut h = headers.clone();
             if let Some((cred, token)) = &picked {
@@ -263,8 +265,8 @@ impl Proxy {
                 return Ok(done(Some(cred)));
             }
             cred.invalidate(token.version).await;
-            if retries > 0 || !body.replayable() {
-                if retries > 0 {
+            if auth_retried || !body.replayable() {
+                if auth_retried {
                     cred.upstream_rejected();
                 }
                 return Ok(done(Some(cred)));
@@ -278,6 +280,7 @@ impl Proxy {
             drop(done);
             picked = Some((cred.clone(), fresh));
             retries += 1;
+            auth_retried = true;
         }
     }
 
@@ -366,16 +369,13 @@ impl Proxy {
     fn respond(
         &self,
         route: &Route,
-        req_headers: &HeaderMap,
         resp: Response<Incoming>,
         request_id: &str,
     ) -> Response<BoxBody> {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         parts.version = Version::default();
-        let body = if parts.status.is_success()
-            && crate::sse::is_event_stream(req_headers, &parts.headers)
-        {
+        let body = if parts.status.is_success() && crate::sse::is_event_stream(&parts.headers) {
             parts.headers.remove(CONTENT_LENGTH);
             parts
                 .headers
@@ -397,7 +397,10 @@ impl Proxy {
                 self.app.shutdown.token(),
             )
         } else {
-            body.map_err(Into::into).boxed()
+            BodyExt::boxed(IdleTimeout::new(
+                body.map_err(Into::into).boxed(),
+                route.timeout,
+            ))
         };
         Response::from_parts(parts, body)
     }

@@ -1,31 +1,49 @@
-//! The proxy listener: accepts TCP connections and serves HTTP/1.1 and h2c on
-//! the same port (hyper-util's auto builder), with the head-size and
-//! head-read-time limits of `[limits]` (hyper answers 431 / closes on its own).
+//! The listeners (proxy and admin): accept TCP connections and serve
+//! HTTP/1.1 and h2c on the same port (hyper-util's auto builder) under the
+//! limits of `[limits]`:
+//! - a connection that sends nothing within `header_read_timeout` is closed
+//!   (covers the protocol sniffing that precedes hyper's own head timeout);
+//! - heads larger than `max_header_bytes` get 431 from hyper;
+//! - at most `max_connections` connections are served at once; beyond that
+//!   the listener stops accepting and the kernel backlog holds the rest.
+//!
 //! On shutdown it stops accepting, asks every connection to finish gracefully
 //! (keep-alive ends, in-flight requests complete, SSE streams are ended by the
-//! relay) and gives them `shutdown_grace` before returning.
+//! relay) and gives them `grace` before returning.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rhizome_proto::config::Limits;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use crate::proxy::Proxy;
 use crate::shutdown::Shutdown;
+use crate::BoxError;
 
-/// Serves `proxy` on `listener` until `shutdown` triggers, then drains for up to `grace`.
-pub async fn serve(
+/// Serves the services made by `make` (one per connection, given the peer)
+/// on `listener` until `shutdown` triggers, then drains for up to `grace`.
+pub async fn serve<M, S, B>(
     listener: TcpListener,
-    proxy: Proxy,
-    limits: &Limits,
+    make: M,
+    limits: Limits,
     shutdown: Shutdown,
     grace: Duration,
-) {
+) where
+    M: Fn(SocketAddr) -> S,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -36,9 +54,19 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let first_byte = limits.header_read_timeout;
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.triggered() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.triggered() => break,
             accepted = listener.accept() => match accepted {
@@ -52,26 +80,25 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, service, watcher) = (builder.clone(), make(peer), graceful.watcher());
         shutdown.tasks().spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            // A connection that never sends a byte is closed after the head
+            // timeout (hyper's own timeout starts only once HTTP/1 is chosen).
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(first_byte, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "proxy listener closed; draining connections"
-    );
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()

@@ -6,16 +6,22 @@
 pub mod parser;
 pub mod relay;
 
-use http::header::{HeaderMap, ACCEPT, CONTENT_TYPE};
+use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
 
-/// True when a response (or the request's `Accept`) selects the SSE path.
-pub fn is_event_stream(request: &HeaderMap, response: &HeaderMap) -> bool {
-    let has = |h: &HeaderMap, name| {
-        h.get_all(name).iter().any(|v| {
-            v.to_str()
-                .map(|s| s.to_ascii_lowercase().contains("text/event-stream"))
-                .unwrap_or(false)
-        })
-    };
-    has(response, CONTENT_TYPE) || (has(request, ACCEPT) && !response.contains_key(CONTENT_TYPE))
+/// True when a response takes the SSE path: `Content-Type:
+/// text/event-stream` and no content coding (a compressed stream cannot be
+/// parsed into events; it streams through untouched instead).
+pub fn is_event_stream(response: &HeaderMap) -> bool {
+    let sse = response
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    let coded = response
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    sse && !coded
 }

@@ -105,6 +105,8 @@ impl SseParser {
                 self.field(&line);
             }
         }
+        // Everything left is an unterminated line: never scan it again.
+        self.scan = self.buf.len();
         if self.buf.len() > self.max_event_bytes {
             return Err(SseError::EventTooLarge {
                 limit: self.max_event_bytes,

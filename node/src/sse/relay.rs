@@ -51,6 +51,7 @@ enum End {
     UpstreamFinished,
     UpstreamError,
     ClientGone,
+    ClientStalled,
     IdleTimeout,
     Shutdown,
     EventTooLarge,
@@ -99,15 +100,15 @@ async fn pump(
                     out.extend_from_slice(&ev.raw);
                 }
                 metrics::sse_events(&opts.route, count as u64);
-                if tx.send(Ok(Frame::data(out.freeze()))).await.is_err() {
-                    break End::ClientGone;
+                if let Err(end) = deliver(&tx, out.freeze(), &shutdown, opts.idle_timeout).await {
+                    break end;
                 }
                 heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
             }
             _ = &mut idle => break End::IdleTimeout,
             _ = &mut heartbeat => {
-                if tx.send(Ok(Frame::data(Bytes::from_static(HEARTBEAT)))).await.is_err() {
-                    break End::ClientGone;
+                if let Err(end) = deliver(&tx, Bytes::from_static(HEARTBEAT), &shutdown, opts.idle_timeout).await {
+                    break end;
                 }
                 heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
             }
@@ -117,6 +118,21 @@ async fn pump(
         tracing::debug!(request_id = %opts.request_id, bytes = parser.pending_bytes(), "dropped incomplete sse event at end of stream");
     }
     tracing::debug!(request_id = %opts.request_id, route = %opts.route, end = ?end, "sse stream ended");
+}
+
+/// Hands bytes to the client. A client that stops reading for `patience`, or
+/// a shutdown, ends the stream instead of holding the upstream forever.
+async fn deliver(
+    tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    bytes: Bytes,
+    shutdown: &CancellationToken,
+    patience: Duration,
+) -> Result<(), End> {
+    tokio::select! {
+        sent = tx.send(Ok(Frame::data(bytes))) => sent.map_err(|_| End::ClientGone),
+        _ = shutdown.cancelled() => Err(End::Shutdown),
+        _ = tokio::time::sleep(patience) => Err(End::ClientStalled),
+    }
 }
 
 /// A response body fed by the relay task.

@@ -94,6 +94,8 @@ pub fn build(settings: &ClientSettings<'_>) -> Result<HttpClient, ClientBuildErr
     http.enforce_http(false);
     http.set_nodelay(true);
     http.set_connect_timeout(Some(settings.connect_timeout));
+    // Dead peers behind NATs and load balancers are noticed, not waited on.
+    http.set_keepalive(Some(Duration::from_secs(60)));
 
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(tls)

@@ -33,13 +33,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// Prepares a client request's headers for the upstream hop.
-pub fn to_upstream(headers: &mut HeaderMap, client: SocketAddr, proto: &'static str) {
+/// Prepares a client request's headers for the upstream hop. `authority`
+/// is the request's `:authority` (HTTP/2) if any; `Host` is used otherwise.
+/// `x-forwarded-host` always describes what this node received: a value the
+/// client sent is replaced, never trusted.
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    authority: Option<&str>,
+    client: SocketAddr,
+    proto: &'static str,
+) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
     headers.remove("x-api-key");
-    if let Some(host) = headers.remove(header::HOST) {
+    let host = authority
+        .and_then(|a| HeaderValue::from_str(a).ok())
+        .or_else(|| headers.get(header::HOST).cloned());
+    headers.remove(header::HOST);
+    headers.remove("x-forwarded-host");
+    if let Some(host) = host {
         headers.insert("x-forwarded-host", host);
+    }
+    // HTTP/2 clients may split cookies into several fields; an HTTP/1.1
+    // upstream expects one (RFC 9113 §8.2.3).
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    if cookies.len() > 1 {
+        if let Ok(joined) = HeaderValue::from_str(&cookies.join("; ")) {
+            headers.insert(header::COOKIE, joined);
+        }
     }
     let ip = client.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -72,7 +97,16 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("proxy.local"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        to_upstream(&mut h, "127.0.0.9:5000".parse().expect("addr"), "http");
+        h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        to_upstream(
+            &mut h,
+            None,
+            "127.0.0.9:5000".parse().expect("addr"),
+            "http",
+        );
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
         assert!(h.get(header::AUTHORIZATION).is_none());
         assert!(h.get("x-api-key").is_none());
         assert!(h.get("x-secret-hop").is_none());

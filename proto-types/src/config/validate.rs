@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::Duration;
 
 use super::{Config, CoordinatorMode, SessionMode, StateBackend};
 
@@ -33,6 +34,44 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The shortest timeout that can do anything useful.
+const MIN_TIMEOUT: Duration = Duration::from_millis(50);
+
+fn at_least(path: &str, value: Duration, min: Duration, errors: &mut Vec<ConfigError>) {
+    if value < min {
+        errors.push(ConfigError::new(
+            path,
+            format!("must be at least {}ms", min.as_millis()),
+        ));
+    }
+}
+
+/// An upstream or token-endpoint URL: http(s), and no `user:password@`
+/// (it would be ignored, and would leak into logs and admin output; such a
+/// URL is never echoed back).
+fn check_url(path: &str, url: &str, errors: &mut Vec<ConfigError>) {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        let shown = if url.contains('@') { "the URL" } else { url };
+        errors.push(ConfigError::new(
+            path,
+            format!("\"{shown}\" must start with http:// or https://"),
+        ));
+        return;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        errors.push(ConfigError::new(
+            path,
+            "must not carry user:password; configure credentials in [[credentials]]",
+        ));
+    } else if authority.is_empty() {
+        errors.push(ConfigError::new(path, "has no host"));
+    }
+}
 
 /// True for a valid HTTP header name (RFC 9110 token).
 fn is_header_name(s: &str) -> bool {
@@ -126,6 +165,9 @@ impl Config {
             if let Err(errs) = c.spec(&path) {
                 e.extend(errs);
             }
+            if let Some(url) = &c.token_url {
+                check_url(&format!("{path}.token_url"), url, e);
+            }
             if !is_header_name(&c.inject.header) {
                 e.push(ConfigError::new(
                     format!("{path}.inject.header"),
@@ -158,12 +200,7 @@ impl Config {
                 ));
             }
             for (j, t) in u.targets.iter().enumerate() {
-                if !(t.starts_with("http://") || t.starts_with("https://")) {
-                    e.push(ConfigError::new(
-                        format!("upstreams[{i}].targets[{j}]"),
-                        format!("\"{t}\" must start with http:// or https://"),
-                    ));
-                }
+                check_url(&format!("upstreams[{i}].targets[{j}]"), t, e);
             }
             if u.eject_after == 0 {
                 e.push(ConfigError::new(
@@ -238,6 +275,51 @@ impl Config {
                     "must be at least 1KiB",
                 ));
             }
+            if r.host.as_deref().is_some_and(|h| h.contains(':')) {
+                e.push(ConfigError::new(
+                    format!("{path}.host"),
+                    "a host name without port (ports are ignored when matching)",
+                ));
+            }
+            at_least(&format!("{path}.timeout"), r.timeout, MIN_TIMEOUT, e);
+            at_least(
+                &format!("{path}.sse.idle_timeout"),
+                r.sse.idle_timeout,
+                MIN_TIMEOUT,
+                e,
+            );
+            at_least(
+                &format!("{path}.sse.heartbeat_interval"),
+                r.sse.heartbeat_interval,
+                Duration::from_millis(100),
+                e,
+            );
+        }
+        at_least(
+            "limits.header_read_timeout",
+            self.limits.header_read_timeout,
+            MIN_TIMEOUT,
+            e,
+        );
+        if self.limits.max_connections == 0 {
+            e.push(ConfigError::new(
+                "limits.max_connections",
+                "must be at least 1",
+            ));
+        }
+        at_least(
+            "state.op_timeout",
+            self.state.op_timeout,
+            Duration::from_millis(10),
+            e,
+        );
+        for (i, u) in self.upstreams.iter().enumerate() {
+            at_least(
+                &format!("upstreams[{i}].connect_timeout"),
+                u.connect_timeout,
+                MIN_TIMEOUT,
+                e,
+            );
         }
         if errors.is_empty() {
             Ok(())
@@ -297,7 +379,7 @@ mod tests {
             token = "misplaced"
             [[upstreams]]
             name = "api"
-            targets = ["ftp://x"]
+            targets = ["ftp://x", "https://user:pa55@api.example/v1"]
             [[routes]]
             name = "r"
             path_prefix = "/r/"
@@ -311,12 +393,17 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
+        assert!(
+            !errs.iter().any(|e| e.contains("pa55")),
+            "URL credentials are never echoed"
+        );
         for want in [
             "credentials[0].token: not a setting of kind \"oauth2_client_credentials\"",
             "credentials[0].token_url: required for kind \"oauth2_client_credentials\"",
             "upstreams[0].targets[0]: \"ftp://x\" must start with http:// or https://",
             "routes[0].upstream: unknown upstream \"nope\"",
             "routes[0].credentials[1]: unknown credential \"x\"",
+            "upstreams[0].targets[1]: must not carry user:password; configure credentials in [[credentials]]",
         ] {
             assert!(
                 errs.iter().any(|e| e == want),
