@@ -56,12 +56,12 @@ pub fn to_upstream(
     }
     // HTTP/2 clients may split cookies into several fields; an HTTP/1.1
     // upstream expects one (RFC 9113 §8.2.3).
-    let cookies: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(str::to_string))
-        .collect();
-    if cookies.len() > 1 {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let cookies: Vec<&str> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         if let Ok(joined) = HeaderValue::from_str(&cookies.join("; ")) {
             headers.insert(header::COOKIE, joined);
         }
