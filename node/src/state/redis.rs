@@ -135,11 +135,6 @@ impl Redis {
         &self.pool
     }
 
-    /// The dedicated pub/sub connection.
-    pub fn subscriber(&self) -> &SubscriberClient {
-        &self.subscriber
-    }
-
     /// True once Redis has answered and the event subscription is up.
     pub fn reached(&self) -> bool {
         self.reached.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
@@ -148,11 +143,6 @@ impl Redis {
     /// Records that the event subscription is up (readiness gate).
     pub fn mark_subscribed(&self) {
         self.subscribed.store(true, Ordering::Release);
-    }
-
-    /// True while the last operation or probe succeeded.
-    pub fn is_up(&self) -> bool {
-        !self.down.load(Ordering::Acquire)
     }
 
     /// Runs one operation under the breaker, `op_timeout` and metrics.

@@ -154,11 +154,6 @@ impl Upstream {
         (0..self.targets.len()).find(|&i| self.target_url(i) == url)
     }
 
-    /// Whether target `idx` is reached over TLS.
-    pub fn is_tls(&self, idx: usize) -> bool {
-        self.targets[idx].scheme == Scheme::HTTPS
-    }
-
     /// Records the outcome of one attempt against target `idx`.
     pub fn report(&self, idx: usize, outcome: Outcome) {
         let mut h = lock(&self.targets[idx].health);
