@@ -148,7 +148,7 @@ impl EventSink for App {
                     version,
                 } => {
                     if let Some(c) = self.credentials.get(&credential) {
-                        if c.cached_version() < Some(version) {
+                        if c.cached_version() != Some(version) {
                             c.load_shared().await;
                         }
                     }

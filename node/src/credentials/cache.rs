@@ -32,16 +32,24 @@ pub struct Schedule {
     pub stale_at_ms: Option<u64>,
 }
 
-/// The schedule of a token obtained at `obtained_ms` expiring at `expires_ms`.
+/// The shortest lifetime a token is scheduled with. An IdP answering
+/// `expires_in: 0` (or 1) would otherwise make every request fetch a token;
+/// with the floor a credential costs at most one token call per this period.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(5);
+
+/// The schedule of a token obtained at `obtained_ms` expiring at `expires_ms`
+/// (a lifetime below [`MIN_TOKEN_LIFETIME`] is scheduled as that floor).
 pub fn schedule(obtained_ms: u64, expires_ms: Option<u64>, margin: Duration) -> Schedule {
     let margin_ms = u64::try_from(margin.as_millis()).unwrap_or(u64::MAX);
+    let floor_ms = u64::try_from(MIN_TOKEN_LIFETIME.as_millis()).unwrap_or(u64::MAX);
     match expires_ms {
         None => Schedule {
             refresh_at_ms: None,
             stale_at_ms: None,
         },
         Some(exp) => {
-            let life = exp.saturating_sub(obtained_ms);
+            let life = exp.saturating_sub(obtained_ms).max(floor_ms);
+            let exp = obtained_ms.saturating_add(life);
             Schedule {
                 refresh_at_ms: Some(obtained_ms + life.saturating_sub(margin_ms).max(life / 2)),
                 stale_at_ms: Some(exp - (margin_ms / 2).min(life / 4)),
@@ -65,18 +73,50 @@ pub struct Token {
     stale_at: Option<Instant>,
     /// Wall-clock expiry, for the admin view.
     pub expires_at_wall: Option<SystemTime>,
+    /// When it was obtained (Unix ms): with the version, the order in which
+    /// tokens supersede each other (a lost shared record restarts versions).
+    obtained_ms: u64,
     /// Non-secret claims (for JWTs), for the admin view.
     pub claims: Option<serde_json::Value>,
     /// SHA-256 of the value, to recognise a rejected token without keeping it twice.
     digest: [u8; 32],
     /// Set when a request used this token: an unused token is not refreshed ahead.
     used: AtomicBool,
+    /// Set once upstream answered something other than 401 with it.
+    accepted: AtomicBool,
 }
 
 impl Token {
     /// Marks the token as used by a request.
     pub fn mark_used(&self) {
-        self.used.store(true, Ordering::Relaxed);
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that upstream accepted this token.
+    pub fn mark_accepted(&self) {
+        if !self.accepted.load(Ordering::Relaxed) {
+            self.accepted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// True once upstream accepted this token on some request.
+    pub fn was_accepted(&self) -> bool {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// True while the token has not reached its real expiry (G6: with shared
+    /// state unreachable, a token past its refresh schedule is still served
+    /// until then).
+    pub fn is_unexpired(&self) -> bool {
+        self.expires_at.is_none_or(|e| Instant::now() < e)
+    }
+
+    /// True when this token should replace `cur`: it was obtained later, or
+    /// at the same time with a higher version.
+    fn supersedes(&self, cur: &Token) -> bool {
+        (self.obtained_ms, self.version) > (cur.obtained_ms, cur.version)
     }
 }
 
@@ -173,8 +213,12 @@ impl TokenCache {
         }
         let guard = self.fetch_lock.clone().lock_owned().await;
         if self.attempts.load(Ordering::Acquire) != seen {
-            if let Some(outcome) = lock(&self.last_outcome).clone() {
-                return outcome;
+            // The fetch we waited for is shared, unless its token was
+            // invalidated (or replaced) meanwhile: then fetch again.
+            match lock(&self.last_outcome).clone() {
+                Some(Ok(t)) if self.is_current(&t) => return Ok(t),
+                Some(Err(e)) => return Err(e),
+                _ => {}
             }
         }
         if !force {
@@ -208,34 +252,58 @@ impl TokenCache {
         self.refresh_margin
     }
 
-    /// Stores a token learned from shared state if it is newer than the
-    /// current one; returns whether it was stored.
+    /// Stores a token learned from shared state if it supersedes the current
+    /// one; returns whether it was stored.
     pub fn store_newer(&self, minted: Minted) -> bool {
         if self.is_rejected(&minted.value) {
             return false;
         }
-        let newer = match (minted.version, read(&self.current).as_ref()) {
-            (Some(v), Some(cur)) => v > cur.version,
-            _ => true,
-        };
-        if newer {
-            self.store(minted);
+        let mut cur = write(&self.current);
+        let token = self.build(minted, cur.as_deref());
+        let version = token.version;
+        // The same token under its shared version (written after an outage)
+        // is adopted, so that 401 invalidation matches the record.
+        if cur
+            .as_ref()
+            .is_some_and(|c| !token.supersedes(c) && c.digest != token.digest)
+        {
+            return false;
         }
-        newer
+        *cur = Some(token);
+        drop(cur);
+        self.changed.send_replace(version);
+        true
     }
 
+    /// Stores a token obtained by a fetch and returns what callers should use.
+    /// The check and the write happen under one lock, so concurrent stores
+    /// cannot move the cache backwards. A token from shared state that does
+    /// not supersede a still-usable current one leaves the current one.
     fn store(&self, minted: Minted) -> Arc<Token> {
-        if let (Some(v), Some(cur)) = (minted.version, read(&self.current).as_ref()) {
-            // Keep a newer usable token; an older shared version is taken only
-            // when ours is no longer usable (shared versions restart at 1 if
-            // the record was lost, and shared state is authoritative then).
-            if cur.version >= v && cur.stale_at.is_none_or(|s| Instant::now() < s) {
-                return cur.clone();
+        let shared = minted.version.is_some();
+        let mut cur = write(&self.current);
+        let token = self.build(minted, cur.as_deref());
+        if let Some(c) = cur.as_ref() {
+            let usable = c.stale_at.is_none_or(|s| Instant::now() < s);
+            if shared && usable && !token.supersedes(c) {
+                return c.clone();
             }
         }
-        let version = minted
-            .version
-            .unwrap_or_else(|| self.next_version.fetch_add(1, Ordering::Relaxed));
+        *cur = Some(token.clone());
+        drop(cur);
+        self.changed.send_replace(token.version);
+        token
+    }
+
+    /// The cache entry for `minted`. A token obtained by this node alone gets
+    /// a local version above the current one, so versions never collide.
+    fn build(&self, minted: Minted, cur: Option<&Token>) -> Arc<Token> {
+        let version = minted.version.unwrap_or_else(|| {
+            let floor = cur.map_or(0, |c| c.version + 1);
+            let v = self.next_version.fetch_add(1, Ordering::Relaxed).max(floor);
+            self.next_version.fetch_max(v + 1, Ordering::Relaxed);
+            v
+        });
         let sched = schedule(minted.obtained_ms, minted.expires_ms, self.refresh_margin);
         let now_ms = unix_ms();
         let now = Instant::now();
@@ -244,7 +312,7 @@ impl TokenCache {
             let ahead = Duration::from_millis(ms.saturating_sub(now_ms));
             now + ahead
         };
-        let token = Arc::new(Token {
+        Arc::new(Token {
             digest: digest(&minted.value),
             value: minted.value,
             version,
@@ -254,12 +322,18 @@ impl TokenCache {
             expires_at_wall: minted
                 .expires_ms
                 .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            obtained_ms: minted.obtained_ms,
             claims: minted.claims,
             used: AtomicBool::new(false),
-        });
-        *write(&self.current) = Some(token.clone());
-        self.changed.send_replace(version);
-        token
+            accepted: AtomicBool::new(false),
+        })
+    }
+
+    /// True when `token` is still the cached token (not replaced, not invalidated).
+    pub fn is_current(&self, token: &Arc<Token>) -> bool {
+        read(&self.current)
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, token))
     }
 
     /// Drops the current token if it is still `version` (compare-and-set).
@@ -457,5 +531,93 @@ mod tests {
             due > Instant::now() + Duration::from_millis(1500),
             "refreshed half-way, not at once"
         );
+    }
+
+    fn shared(version: u64, obtained_ms: u64) -> Minted {
+        let mut m = minted(3600);
+        m.value = SecretString::from(format!("t{version}-{obtained_ms}"));
+        m.version = Some(version);
+        m.obtained_ms = obtained_ms;
+        m.expires_ms = Some(obtained_ms + 3_600_000);
+        m
+    }
+
+    #[test]
+    fn concurrent_stores_never_move_the_cache_backwards() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
+        let base = unix_ms();
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let cache = cache.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500u64 {
+                        let v = 1 + (i * 8 + t);
+                        cache.store_newer(shared(v, base + v));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        assert_eq!(cache.peek().expect("token").version, 4000);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_is_not_handed_a_token_invalidated_while_it_waited() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(10)));
+        // A fetch is under way: the waiter queues behind it.
+        let guard = cache.fetch_lock.clone().lock_owned().await;
+        let waiter = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .obtain(false, || async {
+                        let mut m = minted(3600);
+                        m.value = SecretString::from("fresh".to_string());
+                        Ok(m)
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        // The fetch completes, then a 401 invalidates its token before the
+        // waiter wakes up.
+        let t = cache.store(minted(3600));
+        *lock(&cache.last_outcome) = Some(Ok(t.clone()));
+        cache.attempts.fetch_add(1, Ordering::Release);
+        assert!(cache.invalidate(t.version));
+        drop(guard);
+        let got = waiter.await.expect("join").expect("token");
+        assert_ne!(got.version, t.version, "the invalidated token is not handed out");
+        assert_eq!(got.value.expose_secret(), "fresh");
+    }
+
+    #[test]
+    fn a_rewound_shared_record_with_a_newer_token_replaces_the_cached_one() {
+        let cache = TokenCache::new(Duration::from_secs(10));
+        let now = unix_ms();
+        assert!(cache.store_newer(shared(7, now - 1000)));
+        // The record was lost and rewritten: its version restarts at 1.
+        assert!(cache.store_newer(shared(1, now)));
+        assert_eq!(cache.peek().expect("token").version, 1);
+        assert!(!cache.store_newer(shared(6, now - 2000)), "an older token never wins");
+    }
+
+    #[tokio::test]
+    async fn a_token_reported_to_expire_at_once_is_reused_for_the_floor() {
+        let cache = Arc::new(TokenCache::new(Duration::from_secs(60)));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..20 {
+            let c = calls.clone();
+            cache
+                .obtain(false, move || async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Ok(minted(0))
+                })
+                .await
+                .expect("token");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -6,26 +6,26 @@
 
 pub mod cache;
 pub mod health;
+mod pool;
 mod shared;
 pub mod source;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rhizome_proto::config::{ConfigError, CredentialConfig, CredentialKind};
-use rhizome_proto::ErrorCode;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProxyError;
 use crate::metrics;
-use crate::state::tokens::SharedTokens;
+use crate::state::tokens::{Lease, SharedTokens};
 use crate::upstream::HttpClient;
 pub use cache::Token;
+pub use pool::Pool;
 use cache::TokenCache;
 use health::Health;
 use rhizome_proto::records::StateEvent;
@@ -47,6 +47,36 @@ pub struct Credential {
     http: HttpClient,
     /// Token records in Redis, when tokens are shared cluster-wide.
     shared: Option<Arc<SharedTokens>>,
+    /// 401 handling: which token replaced a rejected one, and when.
+    reauth: Reauth,
+    /// A token obtained while shared state could not take it (G6): served
+    /// locally and written once Redis answers again.
+    unsynced: Mutex<Option<(source::Minted, Lease)>>,
+}
+
+/// At most one 401-triggered refresh per credential and node within this
+/// interval: a path that answers 401 whatever the token costs at most one
+/// token call per interval (README, "401 handling").
+pub const REAUTH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the 401 handling remembers of one credential.
+#[derive(Debug)]
+struct Reauth {
+    born: Instant,
+    /// Milliseconds after `born` of the last 401-triggered invalidation (0: none).
+    last_ms: AtomicU64,
+    /// Version of the token obtained to replace a rejected one.
+    replacement: AtomicU64,
+}
+
+/// What to do after upstream answered 401 to a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnauthorized {
+    /// The token was (or already had been) invalidated: retry with a fresh one.
+    Retry,
+    /// A fresh token would not help, or the refresh budget is spent: answer
+    /// upstream's 401 as it is.
+    GiveUp,
 }
 
 /// What the admin API shows of a credential; never the token.
@@ -105,21 +135,117 @@ impl Credential {
             health: Health::new(cfg.failure_threshold, cfg.cooldown_max),
             http,
             shared,
+            reauth: Reauth {
+                born: Instant::now(),
+                last_ms: AtomicU64::new(0),
+                replacement: AtomicU64::new(0),
+            },
+            unsynced: Mutex::new(None),
         })
     }
 
     /// A usable token: from the cache, or obtained now (single-flight).
+    /// When shared state fails, a cached token still within its real
+    /// lifetime is served (G6) instead of an error.
     pub async fn token(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
         let me = self.clone();
-        let token = self
+        let token = match self
             .cache
             .obtain(
                 false,
                 move || async move { me.fetch(true, Want::Usable).await },
             )
-            .await?;
+            .await
+        {
+            Ok(token) => token,
+            Err(e) if e.is_shared_state() => match self.cache.peek() {
+                Some(t) if t.is_unexpired() => {
+                    tracing::debug!(credential = %self.name, error = %e, "shared state unavailable; serving the cached token until it expires");
+                    t
+                }
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
         token.mark_used();
         Ok(token)
+    }
+
+    /// The cached token if it can be handed out now (no I/O).
+    pub fn cached(&self) -> Option<Arc<Token>> {
+        let token = self.cache.usable()?;
+        token.mark_used();
+        Some(token)
+    }
+
+    /// Keeps a token that shared state could not take (G6).
+    /// It is written later under the same lease: its epoch fences it out
+    /// if another node wrote meanwhile.
+    fn keep_unsynced(&self, minted: source::Minted, lease: Lease) {
+        *self
+            .unsynced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((minted, lease));
+    }
+
+    /// Takes the token kept during an outage, if any.
+    fn take_unsynced(&self) -> Option<(source::Minted, Lease)> {
+        self.unsynced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Decides what a 401 to `token` means (DESIGN §2 step 8). A token
+    /// already replaced means a concurrent 401 did the work: retry with the
+    /// new one (G2). A replacement token refused before upstream ever
+    /// accepted it means the path answers 401 whatever the token. Otherwise
+    /// the token is invalidated (compare-and-set), at most once per
+    /// [`REAUTH_INTERVAL`].
+    pub async fn on_unauthorized(&self, token: &Arc<Token>) -> OnUnauthorized {
+        if !self.cache.is_current(token) {
+            return OnUnauthorized::Retry;
+        }
+        if token.version == self.reauth.replacement.load(Ordering::Acquire)
+            && !token.was_accepted()
+        {
+            return OnUnauthorized::GiveUp;
+        }
+        let last = self.reauth.last_ms.load(Ordering::Acquire);
+        let interval = u64::try_from(REAUTH_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && self.reauth_now_ms().saturating_sub(last) < interval {
+            // The winner invalidates before it records the time: if it
+            // invalidated this very token, retry with its fresh one.
+            return if self.cache.is_current(token) {
+                OnUnauthorized::GiveUp
+            } else {
+                OnUnauthorized::Retry
+            };
+        }
+        if self.invalidate(token.version).await {
+            self.reauth
+                .last_ms
+                .store(self.reauth_now_ms(), Ordering::Release);
+        }
+        OnUnauthorized::Retry
+    }
+
+    /// A fresh token to retry a request that got a 401, remembered as the
+    /// replacement so that a 401 to it is not refreshed again.
+    pub async fn token_after_401(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
+        let fresh = self.token().await?;
+        if !fresh.was_accepted() {
+            self.reauth
+                .replacement
+                .store(fresh.version, Ordering::Release);
+        }
+        Ok(fresh)
+    }
+
+    fn reauth_now_ms(&self) -> u64 {
+        u64::try_from(self.reauth.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// Obtains a new token now, unless one was obtained while waiting.
@@ -207,9 +333,13 @@ impl Credential {
         self.cache.invalidate(version);
     }
 
-    /// Loads the shared record into the local cache if it is newer.
+    /// Loads the shared record into the local cache if it is newer, after
+    /// writing a token this node kept through an outage.
     pub async fn load_shared(&self) {
         let Some(shared) = &self.shared else { return };
+        if let Err(e) = shared::flush_unsynced(self, shared).await {
+            tracing::debug!(credential = %self.name, error = %e, "writing the token kept through the outage failed; kept");
+        }
         match shared.read(&self.name).await {
             Ok(Some(rec)) => {
                 self.cache.store_newer(shared::into_minted(rec));
@@ -247,17 +377,21 @@ impl Credential {
         Ok(Some(record.version))
     }
 
-    /// Records that upstream accepted this credential.
-    pub fn upstream_accepted(&self) {
+    /// Records that upstream accepted `token` of this credential.
+    pub fn upstream_accepted(&self, token: &Token) {
+        token.mark_accepted();
         if self.health.success() {
             metrics::credential_cooldown(&self.name, false);
         }
     }
 
-    /// Records a 401 that a fresh token did not cure.
+    /// Records a 401 that a fresh token did not cure (counted only while
+    /// upstream accepts nothing else from this credential).
     pub fn upstream_rejected(&self) {
-        let cooldown = self.health.failure();
-        metrics::credential_cooldown(&self.name, cooldown.is_some());
+        if let Some(cooldown) = self.health.rejected() {
+            metrics::credential_cooldown(&self.name, true);
+            tracing::warn!(credential = %self.name, cooldown_secs = cooldown.as_secs(), "upstream rejects fresh tokens of this credential; cooling down");
+        }
     }
 
     /// Time left in cooldown, if cooling down.
@@ -355,8 +489,10 @@ impl Credential {
                 )
                 .await
             {
-                Ok(_) => backoff = Duration::from_secs(1),
-                Err(_) => {
+                // A token that is still due (a shared record that does not
+                // supersede ours) is no progress: back off instead of spinning.
+                Ok(_) if !self.refresh_still_due() => backoff = Duration::from_secs(1),
+                _ => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -365,6 +501,12 @@ impl Credential {
                 }
             }
         }
+    }
+}
+
+impl Credential {
+    fn refresh_still_due(&self) -> bool {
+        matches!(self.cache.refresh_due(), Some((at, _)) if at <= std::time::Instant::now())
     }
 }
 
@@ -412,69 +554,5 @@ impl Credentials {
     /// All credentials in config order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Credential>> {
         self.order.iter()
-    }
-}
-
-/// A route's credential pool, used round-robin.
-#[derive(Debug, Default)]
-pub struct Pool {
-    members: Vec<Arc<Credential>>,
-    next: AtomicUsize,
-}
-
-impl Pool {
-    /// A pool of `members`.
-    pub fn new(members: Vec<Arc<Credential>>) -> Self {
-        Pool {
-            members,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// True when the route injects nothing.
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
-    /// Picks the next credential not in cooldown that yields a token, trying
-    /// each member at most once. All cooling down or failing → 503
-    /// `no_healthy_credential` with `Retry-After`.
-    pub async fn acquire(&self) -> Result<(Arc<Credential>, Arc<Token>), ProxyError> {
-        let n = self.members.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut last_error = None;
-        for k in 0..n {
-            let cred = &self.members[(start + k) % n];
-            if cred.cooldown_left().is_some() {
-                continue;
-            }
-            match cred.token().await {
-                Ok(token) => return Ok((cred.clone(), token)),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        let retry_after = self
-            .members
-            .iter()
-            .filter_map(|c| c.cooldown_left())
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        if let Some(TokenError::StateStore(_)) = &last_error {
-            return Err(ProxyError::new(
-                ErrorCode::StateStoreUnavailable,
-                "shared state is unavailable and no cached token can be used",
-            )
-            .with_retry_after(Duration::from_secs(1))
-            .with_source(last_error.map_or_else(String::new, |e| e.to_string())));
-        }
-        let mut err = ProxyError::new(
-            ErrorCode::NoHealthyCredential,
-            "no credential of this route can currently obtain a token",
-        )
-        .with_retry_after(retry_after);
-        if let Some(e) = last_error {
-            err = err.with_source(e);
-        }
-        Err(err)
     }
 }

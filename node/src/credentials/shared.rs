@@ -68,6 +68,7 @@ pub async fn obtain(
     want: Want,
     counts: bool,
 ) -> Result<Minted, TokenError> {
+    flush_unsynced(cred, shared).await?;
     let margin = cred.cache.refresh_margin();
     let wait_limit = super::source::TOKEN_FETCH_TIMEOUT + Duration::from_secs(5);
     let deadline = Instant::now() + wait_limit;
@@ -111,6 +112,30 @@ async fn refresh_locked(
         }
     }
     let mut minted = cred.call_endpoint(counts).await?;
+    let version = match write(cred, shared, lease, &minted).await {
+        Ok(Some(version)) => version,
+        Ok(None) => {
+            tracing::warn!(credential = %cred.name, epoch = lease.epoch, "token write fenced out by a newer epoch");
+            return Ok(None);
+        }
+        Err(e) => {
+            // G6: the token is good; serve it here and write it once Redis answers.
+            tracing::warn!(credential = %cred.name, error = %e, "token obtained but shared state did not take it; serving it locally");
+            cred.keep_unsynced(minted.clone(), lease.clone());
+            return Ok(Some(minted));
+        }
+    };
+    minted.version = Some(version);
+    Ok(Some(minted))
+}
+
+/// Writes `minted` under `lease` and announces it; `None` when fenced out.
+async fn write(
+    cred: &Credential,
+    shared: &SharedTokens,
+    lease: &crate::state::tokens::Lease,
+    minted: &Minted,
+) -> Result<Option<u64>, StateError> {
     let written = shared
         .write(
             &cred.name,
@@ -120,20 +145,49 @@ async fn refresh_locked(
             minted.expires_ms,
             minted.claims.as_ref(),
         )
-        .await
-        .map_err(state_err)?;
-    let Some(version) = written else {
-        tracing::warn!(credential = %cred.name, epoch = lease.epoch, "token write fenced out by a newer epoch");
-        return Ok(None);
-    };
-    minted.version = Some(version);
-    events::publish(
-        shared.redis(),
-        &StateEvent::Updated {
+        .await?;
+    if let Some(version) = written {
+        let event = StateEvent::Updated {
             credential: cred.name.clone(),
             version,
-        },
-    )
-    .await;
-    Ok(Some(minted))
+        };
+        events::publish(shared.redis(), &event).await;
+    }
+    Ok(written)
+}
+
+/// Writes the token this node kept through a Redis outage, under the lease
+/// it was fetched with: a newer record, or a newer epoch written meanwhile,
+/// wins and the kept token is dropped. An expired one is dropped; while Redis
+/// still fails it is kept.
+pub async fn flush_unsynced(cred: &Credential, shared: &SharedTokens) -> Result<(), TokenError> {
+    let Some((mut minted, lease)) = cred.take_unsynced() else {
+        return Ok(());
+    };
+    if minted.expires_ms.is_some_and(|e| e <= unix_ms()) {
+        return Ok(());
+    }
+    let attempt = async {
+        if let Some(rec) = shared.read(&cred.name).await? {
+            if rec.obtained_ms >= minted.obtained_ms {
+                return Ok(None);
+            }
+        }
+        write(cred, shared, &lease, &minted).await
+    };
+    match attempt.await {
+        Ok(written) => {
+            shared.unlock(&cred.name, &lease).await;
+            if let Some(version) = written {
+                tracing::info!(credential = %cred.name, version, "token kept through the outage written to shared state");
+                minted.version = Some(version);
+                cred.cache.store_newer(minted);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            cred.keep_unsynced(minted, lease);
+            Err(state_err(e))
+        }
+    }
 }

@@ -37,7 +37,7 @@ const PUBLIC_CLAIMS: [&str; 9] = [
 ];
 
 /// A freshly obtained token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Minted {
     /// The value.
     pub value: SecretString,
@@ -104,6 +104,17 @@ pub enum TokenError {
     /// Another node holds the refresh lock and did not publish a token in time.
     #[error("waited {0:?} for another node's refresh")]
     WaitedForPeer(Duration),
+    /// The request's deadline passed before a token was obtained.
+    #[error("no token within the request's deadline")]
+    Deadline,
+}
+
+impl TokenError {
+    /// True when shared state, not the token endpoint, failed: a token still
+    /// within its real lifetime may then be used (G6).
+    pub fn is_shared_state(&self) -> bool {
+        matches!(self, TokenError::StateStore(_) | TokenError::WaitedForPeer(_))
+    }
 }
 
 /// The kind-specific way of obtaining a token.

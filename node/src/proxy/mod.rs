@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rhizome_proto::ErrorCode;
 
-use crate::credentials::{Credential, Token};
+use crate::credentials::{Credential, OnUnauthorized, Token};
 use crate::error::{error_chain, ProxyError};
 use crate::routing::{has_dot_segments, Route};
 use crate::sse::relay::{relay, RelayOptions};
@@ -226,11 +226,12 @@ impl Proxy {
             pin,
         } = req;
         let path = path.as_str();
+        let deadline = tokio::time::Instant::now() + route.timeout;
         let mut picked: Option<(Arc<Credential>, Arc<Token>)> = if !inject || route.pool.is_empty()
         {
             None
         } else {
-            Some(route.pool.acquire().await?)
+            Some(route.pool.acquire(deadline).await?)
         };
         let mut retries = 0;
         // The 401 retry happens once, whatever connect-error failovers did.
@@ -250,7 +251,7 @@ impl Proxy {
             let upstream = started.elapsed();
             metrics::upstream_duration(&route.name, upstream);
             let status = response.status();
-            let done = |credential: Option<&Arc<Credential>>| Exchange {
+            let done = |response, credential: Option<&Arc<Credential>>| Exchange {
                 response,
                 credential: credential.cloned(),
                 upstream,
@@ -258,26 +259,29 @@ impl Proxy {
                 target,
             };
             let Some((cred, token)) = &picked else {
-                return Ok(done(None));
+                return Ok(done(response, None));
             };
             if status != StatusCode::UNAUTHORIZED {
-                cred.upstream_accepted();
-                return Ok(done(Some(cred)));
+                cred.upstream_accepted(token);
+                return Ok(done(response, Some(cred)));
             }
-            cred.invalidate(token.version).await;
-            if auth_retried || !body.replayable() {
-                if auth_retried {
-                    cred.upstream_rejected();
-                }
-                return Ok(done(Some(cred)));
+            if auth_retried {
+                // A fresh token was refused too: answer the 401 as it is.
+                cred.upstream_rejected();
+                return Ok(done(response, Some(cred)));
+            }
+            let decision = cred.on_unauthorized(token).await;
+            if decision == OnUnauthorized::GiveUp || !body.replayable() {
+                return Ok(done(response, Some(cred)));
             }
             metrics::upstream_retry("unauthorized");
             tracing::info!(credential = %cred.name, version = token.version, "upstream answered 401; retrying with a fresh token");
-            let Ok(fresh) = cred.token().await else {
-                // No fresh token: the client gets upstream's 401 as it was.
-                return Ok(done(Some(cred)));
+            let fresh = match tokio::time::timeout_at(deadline, cred.token_after_401()).await {
+                Ok(Ok(fresh)) => fresh,
+                // No fresh token in time: the client gets upstream's 401 as it was.
+                _ => return Ok(done(response, Some(cred))),
             };
-            drop(done);
+            drain_for_reuse(response);
             picked = Some((cred.clone(), fresh));
             retries += 1;
             auth_retried = true;
@@ -413,4 +417,19 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| hex::encode(rand::random::<[u8; 12]>()), str::to_string)
+}
+
+/// Largest 401 body read so the connection behind it can be reused.
+const DRAIN_LIMIT: usize = 64 * 1024;
+/// Upper bound of that read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads a discarded response to its end in the background, so its pooled
+/// connection goes back to the pool instead of being closed. A large or slow
+/// body is dropped (closing the connection) rather than waited for.
+fn drain_for_reuse(response: Response<Incoming>) {
+    let body = http_body_util::Limited::new(response.into_body(), DRAIN_LIMIT);
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, body.collect()).await;
+    });
 }

@@ -1,7 +1,8 @@
 //! The subscription to `rz:tok-events` on the dedicated pub/sub connection.
 //! Events keep local caches fresh (new token versions, invalidations, deleted
 //! sessions). Pub/sub is at most once, so after every (re)subscribe — and
-//! whenever the receiver lagged — the sink re-reads everything it caches.
+//! whenever the receiver lagged or Redis answered again after an outage —
+//! the sink re-reads everything it caches.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -55,6 +56,7 @@ pub fn spawn(
         }
         let mut messages = redis.messages();
         let mut reconnects = redis.resubscribed();
+        let mut recoveries = redis.recoveries();
         let mut backoff = Duration::from_millis(100);
         while let Err(e) = redis.subscribe(TOKEN_EVENTS).await {
             tracing::debug!(error = %e, "subscribing to token events failed; retrying");
@@ -90,6 +92,14 @@ pub fn spawn(
                     }
                     Err(RecvError::Closed) => return,
                 },
+                changed = recoveries.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Events published during the outage may be lost, and
+                    // tokens kept through it are written now.
+                    sink.resync().await;
+                }
                 re = reconnects.recv() => {
                     if matches!(re, Err(RecvError::Closed)) {
                         return;

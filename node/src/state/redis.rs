@@ -54,6 +54,8 @@ pub struct Redis {
     subscribed: AtomicBool,
     last_probe_ms: AtomicU64,
     started: Instant,
+    /// Counts returns from an outage: caches and kept tokens resync then.
+    recoveries: tokio::sync::watch::Sender<u64>,
 }
 
 impl Redis {
@@ -97,6 +99,7 @@ impl Redis {
             subscribed: AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             started: Instant::now(),
+            recoveries: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -207,6 +210,7 @@ impl Redis {
         }
         if was_down == up {
             if up {
+                self.recoveries.send_modify(|n| *n += 1);
                 tracing::info!("redis reachable");
             } else {
                 tracing::warn!("redis unreachable; state operations fail fast until it answers");
@@ -232,6 +236,11 @@ impl Redis {
     /// Receives pub/sub messages.
     pub fn messages(&self) -> tokio::sync::broadcast::Receiver<fred::types::Message> {
         self.subscriber.message_rx()
+    }
+
+    /// Changes each time Redis answers again after an outage.
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recoveries.subscribe()
     }
 
     /// Receives a notice each time the subscriber reconnects.

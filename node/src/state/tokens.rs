@@ -76,7 +76,7 @@ pub struct Record {
 }
 
 /// A held refresh lock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lease {
     owner: String,
     /// Fencing epoch taken with the lock.

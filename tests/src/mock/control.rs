@@ -55,6 +55,7 @@ pub(crate) struct ConfigUpdate {
     expires_in: Option<u64>,
     fail_clients: Option<Vec<String>>,
     token_delay_ms: Option<u64>,
+    slow_clients: Option<std::collections::BTreeMap<String, u64>>,
     auth_delay_ms: Option<u64>,
     #[serde(default, deserialize_with = "explicit")]
     api_status: Option<Option<u16>>,
@@ -93,6 +94,9 @@ pub(crate) async fn set_config(State(state): State<Arc<MockState>>, body: String
     }
     if let Some(v) = update.token_delay_ms {
         cfg.token_delay_ms = v;
+    }
+    if let Some(v) = update.slow_clients {
+        cfg.slow_clients = v;
     }
     if let Some(v) = update.auth_delay_ms {
         cfg.auth_delay_ms = v;

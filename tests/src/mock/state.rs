@@ -53,6 +53,8 @@ pub(crate) struct RuntimeConfig {
     pub expires_in: u64,
     pub fail_clients: BTreeSet<String>,
     pub token_delay_ms: u64,
+    /// Extra delay of token calls, per client id (one slow IdP tenant).
+    pub slow_clients: std::collections::BTreeMap<String, u64>,
     /// Delay before an API request's credential is checked: keeps many
     /// requests in flight with the same token (401-storm tests).
     pub auth_delay_ms: u64,
@@ -65,6 +67,7 @@ impl RuntimeConfig {
             expires_in,
             fail_clients: BTreeSet::new(),
             token_delay_ms: 0,
+            slow_clients: std::collections::BTreeMap::new(),
             auth_delay_ms: 0,
             api_status: None,
         }

@@ -93,9 +93,14 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (expires_in, delay, fail_clients) = {
+    let (expires_in, delay, fail_clients, slow_clients) = {
         let cfg = lock(&state.config);
-        (cfg.expires_in, cfg.token_delay_ms, cfg.fail_clients.clone())
+        (
+            cfg.expires_in,
+            cfg.token_delay_ms,
+            cfg.fail_clients.clone(),
+            cfg.slow_clients.clone(),
+        )
     };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -136,6 +141,9 @@ pub(crate) async fn token(
         tracing::info!("token call without client authentication");
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
+    if let Some(ms) = slow_clients.get(&client_id) {
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+    }
     if fail_clients.contains(&client_id) {
         tracing::info!(%client_id, "token call failed on purpose (fail_clients)");
         return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");

@@ -1,0 +1,112 @@
+//! A route's credential pool (DESIGN §2 step 4): round-robin over members
+//! not in cooldown. Acquisition is bounded by the request's deadline and never
+//! lets one slow token endpoint hold up a request that another member could
+//! serve: members with a cached token are taken first (no I/O), then members
+//! are asked for a token one after another, each for at most
+//! [`FAILOVER_AFTER`] unless it is the last one left. A fetch abandoned by a
+//! request keeps running detached and serves the next requests.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhizome_proto::ErrorCode;
+use tokio::time::Instant;
+
+use super::source::TokenError;
+use super::{Credential, Token};
+use crate::error::ProxyError;
+
+/// How long a request waits for one member's token before trying the next.
+pub const FAILOVER_AFTER: Duration = Duration::from_secs(2);
+
+/// A route's credential pool, used round-robin.
+#[derive(Debug, Default)]
+pub struct Pool {
+    members: Vec<Arc<Credential>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// A pool of `members`.
+    pub fn new(members: Vec<Arc<Credential>>) -> Self {
+        Pool {
+            members,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// True when the route injects nothing.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Picks the next credential not in cooldown that yields a token before
+    /// `deadline`. All cooling down or failing → 503 `no_healthy_credential`
+    /// with `Retry-After`; shared state failing with no usable cached token →
+    /// 503 `state_store_unavailable`.
+    pub async fn acquire(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Arc<Credential>, Arc<Token>), ProxyError> {
+        let n = self.members.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let order = || {
+            (0..n)
+                .map(move |k| &self.members[(start + k) % n])
+                .filter(|c| c.cooldown_left().is_none())
+        };
+        if let Some(found) = order().find_map(|c| c.cached().map(|t| (c.clone(), t))) {
+            return Ok(found);
+        }
+        let eligible: Vec<_> = order().collect();
+        let mut last_error = None;
+        for (i, cred) in eligible.iter().enumerate() {
+            let now = Instant::now();
+            if now >= deadline {
+                last_error = Some(TokenError::Deadline);
+                break;
+            }
+            let budget = if i + 1 == eligible.len() {
+                deadline - now
+            } else {
+                (deadline - now).min(FAILOVER_AFTER)
+            };
+            match tokio::time::timeout(budget, cred.token()).await {
+                Ok(Ok(token)) => return Ok(((*cred).clone(), token)),
+                Ok(Err(e)) => last_error = Some(e),
+                Err(_) => {
+                    tracing::debug!(credential = %cred.name, "token not ready in time; trying the next credential");
+                    last_error = Some(TokenError::Deadline);
+                }
+            }
+        }
+        Err(self.exhausted(last_error))
+    }
+
+    fn exhausted(&self, last_error: Option<TokenError>) -> ProxyError {
+        if let Some(e) = last_error.as_ref().filter(|e| e.is_shared_state()) {
+            return ProxyError::new(
+                ErrorCode::StateStoreUnavailable,
+                "shared state is unavailable and no cached token can be used",
+            )
+            .with_retry_after(Duration::from_secs(1))
+            .with_source(e.to_string());
+        }
+        let retry_after = self
+            .members
+            .iter()
+            .filter_map(|c| c.cooldown_left())
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let mut err = ProxyError::new(
+            ErrorCode::NoHealthyCredential,
+            "no credential of this route can currently obtain a token",
+        )
+        .with_retry_after(retry_after);
+        if let Some(e) = last_error {
+            err = err.with_source(e);
+        }
+        err
+    }
+}
