@@ -105,14 +105,18 @@ async fn a_flushall_under_steady_load_converges_to_one_token_per_cycle() {
     // Converged: every node holds the same fresh version as the record.
     let record = redis.cli(&["HGET", "rz:tok:{oauth-a}", "version"]);
     let version: u64 = record.trim().parse().expect("a record again");
-    wait_for("every node on the record's version", Duration::from_secs(5), || async {
-        for n in &nodes {
-            if oauth_a_view(n).await["version"].as_u64() < Some(version) {
-                return None;
+    wait_for(
+        "every node on the record's version",
+        Duration::from_secs(5),
+        || async {
+            for n in &nodes {
+                if oauth_a_view(n).await["version"].as_u64() < Some(version) {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     env.assert_logs_clean();
 }
@@ -138,9 +142,11 @@ async fn with_redis_frozen_a_token_past_its_refresh_is_served_until_it_expires()
     assert_eq!(c.get(&node.url("/a/warm"), &h).await.status, 200);
     redis.pause();
     // Past the point where the token is normally no longer handed out.
-    wait_for("the token's last seconds", Duration::from_secs(15), || async {
-        (oauth_a_view(node).await["expires_in"].as_u64() <= Some(1)).then_some(())
-    })
+    wait_for(
+        "the token's last seconds",
+        Duration::from_secs(15),
+        || async { (oauth_a_view(node).await["expires_in"].as_u64() <= Some(1)).then_some(()) },
+    )
     .await;
     let r = c.get(&node.url("/a/late"), &h).await;
     assert_eq!(r.status, 200, "the still-valid token is used: {}", r.text());
@@ -178,16 +184,25 @@ async fn a_token_fetched_while_redis_fails_is_served_and_written_when_it_returns
     mock.control("/_mock/config", json!({"token_delay_ms": 0}))
         .await;
     // Written when Redis answers again: the other node reads it.
-    wait_for("the kept token in Redis", Duration::from_secs(5), || async {
-        (redis.cli(&["HGET", "rz:tok:{oauth-a}", "valid"]).trim() == "1").then_some(())
-    })
+    wait_for(
+        "the kept token in Redis",
+        Duration::from_secs(5),
+        || async {
+            (redis.cli(&["HGET", "rz:tok:{oauth-a}", "valid"]).trim() == "1").then_some(())
+        },
+    )
     .await;
-    wait_for("the other node to see Redis again", Duration::from_secs(5), || async {
-        (nodes[1].metric("rhizome_redis_up").await == Some(1.0)).then_some(())
-    })
+    wait_for(
+        "the other node to see Redis again",
+        Duration::from_secs(5),
+        || async { (nodes[1].metric("rhizome_redis_up").await == Some(1.0)).then_some(()) },
+    )
     .await;
     let r = c
-        .get(&nodes[1].url("/a/second"), &[("authorization", key.as_str())])
+        .get(
+            &nodes[1].url("/a/second"),
+            &[("authorization", key.as_str())],
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(token_calls(&mock).await, 1, "nothing was fetched twice");

@@ -33,9 +33,10 @@ pub struct Schedule {
 }
 
 /// The shortest lifetime a token is scheduled with. An IdP answering
-/// `expires_in: 0` (or 1) would otherwise make every request fetch a token;
-/// with the floor a credential costs at most one token call per this period.
-pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(5);
+/// `expires_in: 0` would otherwise make every request fetch a token; with the
+/// floor a credential costs at most one token call per this period. Real
+/// lifetimes above it are scheduled as they are.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(1);
 
 /// The schedule of a token obtained at `obtained_ms` expiring at `expires_ms`
 /// (a lifetime below [`MIN_TOKEN_LIFETIME`] is scheduled as that floor).
@@ -183,6 +184,11 @@ impl TokenCache {
         let cur = read(&self.current);
         let t = cur.as_ref()?;
         t.refresh_at.map(|at| (at, t.used.load(Ordering::Relaxed)))
+    }
+
+    /// True while a fetch for this credential is under way.
+    pub fn fetching(&self) -> bool {
+        self.fetch_lock.try_lock().is_err()
     }
 
     /// Subscribes to token changes (stores and invalidations).
@@ -589,7 +595,10 @@ mod tests {
         assert!(cache.invalidate(t.version));
         drop(guard);
         let got = waiter.await.expect("join").expect("token");
-        assert_ne!(got.version, t.version, "the invalidated token is not handed out");
+        assert_ne!(
+            got.version, t.version,
+            "the invalidated token is not handed out"
+        );
         assert_eq!(got.value.expose_secret(), "fresh");
     }
 
@@ -601,7 +610,10 @@ mod tests {
         // The record was lost and rewritten: its version restarts at 1.
         assert!(cache.store_newer(shared(1, now)));
         assert_eq!(cache.peek().expect("token").version, 1);
-        assert!(!cache.store_newer(shared(6, now - 2000)), "an older token never wins");
+        assert!(
+            !cache.store_newer(shared(6, now - 2000)),
+            "an older token never wins"
+        );
     }
 
     #[tokio::test]

@@ -98,7 +98,9 @@ impl Health {
 
     fn now_ms(&self) -> u64 {
         // Never 0, which means "never accepted".
-        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// Time left in cooldown, if cooling down now.

@@ -7,13 +7,13 @@
 pub mod cache;
 pub mod health;
 mod pool;
+pub mod reauth;
 mod shared;
 pub mod source;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rhizome_proto::config::{ConfigError, CredentialConfig, CredentialKind};
@@ -25,9 +25,10 @@ use crate::metrics;
 use crate::state::tokens::{Lease, SharedTokens};
 use crate::upstream::HttpClient;
 pub use cache::Token;
-pub use pool::Pool;
 use cache::TokenCache;
 use health::Health;
+pub use pool::Pool;
+use reauth::Reauth;
 use rhizome_proto::records::StateEvent;
 use shared::Want;
 use source::{TokenError, TokenSource};
@@ -47,26 +48,11 @@ pub struct Credential {
     http: HttpClient,
     /// Token records in Redis, when tokens are shared cluster-wide.
     shared: Option<Arc<SharedTokens>>,
-    /// 401 handling: which token replaced a rejected one, and when.
+    /// What a 401 may still cost (replacement token, sticky paths, budget).
     reauth: Reauth,
     /// A token obtained while shared state could not take it (G6): served
     /// locally and written once Redis answers again.
     unsynced: Mutex<Option<(source::Minted, Lease)>>,
-}
-
-/// At most one 401-triggered refresh per credential and node within this
-/// interval: a path that answers 401 whatever the token costs at most one
-/// token call per interval (README, "401 handling").
-pub const REAUTH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What the 401 handling remembers of one credential.
-#[derive(Debug)]
-struct Reauth {
-    born: Instant,
-    /// Milliseconds after `born` of the last 401-triggered invalidation (0: none).
-    last_ms: AtomicU64,
-    /// Version of the token obtained to replace a rejected one.
-    replacement: AtomicU64,
 }
 
 /// What to do after upstream answered 401 to a token.
@@ -135,11 +121,7 @@ impl Credential {
             health: Health::new(cfg.failure_threshold, cfg.cooldown_max),
             http,
             shared,
-            reauth: Reauth {
-                born: Instant::now(),
-                last_ms: AtomicU64::new(0),
-                replacement: AtomicU64::new(0),
-            },
+            reauth: Reauth::default(),
             unsynced: Mutex::new(None),
         })
     }
@@ -178,6 +160,11 @@ impl Credential {
         Some(token)
     }
 
+    /// True while a token fetch for this credential is under way.
+    pub fn fetching(&self) -> bool {
+        self.cache.fetching()
+    }
+
     /// Keeps a token that shared state could not take (G6).
     /// It is written later under the same lease: its epoch fences it out
     /// if another node wrote meanwhile.
@@ -196,25 +183,18 @@ impl Credential {
             .take()
     }
 
-    /// Decides what a 401 to `token` means (DESIGN §2 step 8). A token
-    /// already replaced means a concurrent 401 did the work: retry with the
-    /// new one (G2). A replacement token refused before upstream ever
-    /// accepted it means the path answers 401 whatever the token. Otherwise
-    /// the token is invalidated (compare-and-set), at most once per
-    /// [`REAUTH_INTERVAL`].
-    pub async fn on_unauthorized(&self, token: &Arc<Token>) -> OnUnauthorized {
+    /// Decides what a 401 to `token` on `path` (a [`reauth::path_key`])
+    /// means, by the policy of [`reauth`]. A token already replaced means a
+    /// concurrent 401 did the work: retry with the new one (G2). Otherwise
+    /// the token is invalidated (compare-and-set) unless the path or the
+    /// token is known to answer 401 anyway, or the budget is spent.
+    pub async fn on_unauthorized(&self, token: &Arc<Token>, path: u64) -> OnUnauthorized {
         if !self.cache.is_current(token) {
             return OnUnauthorized::Retry;
         }
-        if token.version == self.reauth.replacement.load(Ordering::Acquire)
-            && !token.was_accepted()
-        {
-            return OnUnauthorized::GiveUp;
-        }
-        let last = self.reauth.last_ms.load(Ordering::Acquire);
-        let interval = u64::try_from(REAUTH_INTERVAL.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && self.reauth_now_ms().saturating_sub(last) < interval {
-            // The winner invalidates before it records the time: if it
+        let refused_fresh = self.reauth.is_replacement(token.version) && !token.was_accepted();
+        if refused_fresh || self.reauth.is_sticky(path) || !self.reauth.has_budget() {
+            // A concurrent winner invalidates before it spends: if it
             // invalidated this very token, retry with its fresh one.
             return if self.cache.is_current(token) {
                 OnUnauthorized::GiveUp
@@ -223,9 +203,7 @@ impl Credential {
             };
         }
         if self.invalidate(token.version).await {
-            self.reauth
-                .last_ms
-                .store(self.reauth_now_ms(), Ordering::Release);
+            self.reauth.spend();
         }
         OnUnauthorized::Retry
     }
@@ -235,17 +213,9 @@ impl Credential {
     pub async fn token_after_401(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
         let fresh = self.token().await?;
         if !fresh.was_accepted() {
-            self.reauth
-                .replacement
-                .store(fresh.version, Ordering::Release);
+            self.reauth.set_replacement(fresh.version);
         }
         Ok(fresh)
-    }
-
-    fn reauth_now_ms(&self) -> u64 {
-        u64::try_from(self.reauth.born.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
     }
 
     /// Obtains a new token now, unless one was obtained while waiting.
@@ -385,9 +355,11 @@ impl Credential {
         }
     }
 
-    /// Records a 401 that a fresh token did not cure (counted only while
-    /// upstream accepts nothing else from this credential).
-    pub fn upstream_rejected(&self) {
+    /// Records a 401 that a fresh token did not cure on `path`: the path is
+    /// not refreshed for again for a while, and the failure counts only while
+    /// upstream accepts nothing else from this credential.
+    pub fn upstream_rejected(&self, path: u64) {
+        self.reauth.mark_sticky(path);
         if let Some(cooldown) = self.health.rejected() {
             metrics::credential_cooldown(&self.name, true);
             tracing::warn!(credential = %self.name, cooldown_secs = cooldown.as_secs(), "upstream rejects fresh tokens of this credential; cooling down");

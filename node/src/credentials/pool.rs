@@ -1,10 +1,11 @@
 //! A route's credential pool (DESIGN §2 step 4): round-robin over members
 //! not in cooldown. Acquisition is bounded by the request's deadline and never
 //! lets one slow token endpoint hold up a request that another member could
-//! serve: members with a cached token are taken first (no I/O), then members
-//! are asked for a token one after another, each for at most
-//! [`FAILOVER_AFTER`] unless it is the last one left. A fetch abandoned by a
-//! request keeps running detached and serves the next requests.
+//! serve: in round-robin order a member with a cached token is taken at once;
+//! one without is asked for a token for at most [`FAILOVER_AFTER`] (the last
+//! one left gets the rest of the deadline); a member whose fetch is already
+//! under way is only waited for once the others have been tried. A fetch
+//! abandoned by a request keeps running detached and serves later requests.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,37 +52,65 @@ impl Pool {
     ) -> Result<(Arc<Credential>, Arc<Token>), ProxyError> {
         let n = self.members.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let order = || {
-            (0..n)
-                .map(move |k| &self.members[(start + k) % n])
-                .filter(|c| c.cooldown_left().is_none())
-        };
-        if let Some(found) = order().find_map(|c| c.cached().map(|t| (c.clone(), t))) {
-            return Ok(found);
-        }
-        let eligible: Vec<_> = order().collect();
+        let order = (0..n)
+            .map(|k| &self.members[(start + k) % n])
+            .filter(|c| c.cooldown_left().is_none());
+        let eligible: Vec<_> = order.collect();
+        let mut deferred = Vec::new();
         let mut last_error = None;
         for (i, cred) in eligible.iter().enumerate() {
-            let now = Instant::now();
-            if now >= deadline {
-                last_error = Some(TokenError::Deadline);
-                break;
+            if let Some(token) = cred.cached() {
+                return Ok(((*cred).clone(), token));
             }
-            let budget = if i + 1 == eligible.len() {
-                deadline - now
+            if cred.fetching() {
+                deferred.push(*cred);
+                continue;
+            }
+            // The last hope gets the whole deadline.
+            let share = if i + 1 == eligible.len() && deferred.is_empty() {
+                Duration::MAX
             } else {
-                (deadline - now).min(FAILOVER_AFTER)
+                FAILOVER_AFTER
             };
-            match tokio::time::timeout(budget, cred.token()).await {
-                Ok(Ok(token)) => return Ok(((*cred).clone(), token)),
-                Ok(Err(e)) => last_error = Some(e),
-                Err(_) => {
-                    tracing::debug!(credential = %cred.name, "token not ready in time; trying the next credential");
-                    last_error = Some(TokenError::Deadline);
-                }
+            match Self::try_member(cred, deadline, share).await {
+                Ok(token) => return Ok(((*cred).clone(), token)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        // Members busy fetching get what is left; the last one all of it.
+        let left = deferred.len();
+        for (i, cred) in deferred.into_iter().enumerate() {
+            let share = if i + 1 == left {
+                Duration::MAX
+            } else {
+                FAILOVER_AFTER
+            };
+            match Self::try_member(cred, deadline, share).await {
+                Ok(token) => return Ok((cred.clone(), token)),
+                Err(e) => last_error = Some(e),
             }
         }
         Err(self.exhausted(last_error))
+    }
+
+    /// Asks `cred` for a token for at most `share`, and never past `deadline`.
+    async fn try_member(
+        cred: &Arc<Credential>,
+        deadline: Instant,
+        share: Duration,
+    ) -> Result<Arc<Token>, TokenError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(TokenError::Deadline);
+        }
+        let budget = (deadline - now).min(share);
+        match tokio::time::timeout(budget, cred.token()).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::debug!(credential = %cred.name, "token not ready in time; trying the next credential");
+                Err(TokenError::Deadline)
+            }
+        }
     }
 
     fn exhausted(&self, last_error: Option<TokenError>) -> ProxyError {

@@ -113,7 +113,10 @@ impl TokenError {
     /// True when shared state, not the token endpoint, failed: a token still
     /// within its real lifetime may then be used (G6).
     pub fn is_shared_state(&self) -> bool {
-        matches!(self, TokenError::StateStore(_) | TokenError::WaitedForPeer(_))
+        matches!(
+            self,
+            TokenError::StateStore(_) | TokenError::WaitedForPeer(_)
+        )
     }
 }
 

@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rhizome_proto::ErrorCode;
 
-use crate::credentials::{Credential, OnUnauthorized, Token};
+use crate::credentials::{reauth, Credential, OnUnauthorized, Token};
 use crate::error::{error_chain, ProxyError};
 use crate::routing::{has_dot_segments, Route};
 use crate::sse::relay::{relay, RelayOptions};
@@ -265,12 +265,13 @@ impl Proxy {
                 cred.upstream_accepted(token);
                 return Ok(done(response, Some(cred)));
             }
+            let path_key = reauth::path_key(&route.name, path);
             if auth_retried {
                 // A fresh token was refused too: answer the 401 as it is.
-                cred.upstream_rejected();
+                cred.upstream_rejected(path_key);
                 return Ok(done(response, Some(cred)));
             }
-            let decision = cred.on_unauthorized(token).await;
+            let decision = cred.on_unauthorized(token, path_key).await;
             if decision == OnUnauthorized::GiveUp || !body.replayable() {
                 return Ok(done(response, Some(cred)));
             }
