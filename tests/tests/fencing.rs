@@ -4,14 +4,14 @@
 //! compare-and-set, only the holder releases a lock. And a lock attempt whose
 //! caller gave up never takes the lock later: not when Redis was frozen, not
 //! when the network delivered the command late, not when the attempt was
-//! dropped while Redis was down and fred reconnected afterwards.
+//! dropped while Redis was unreachable and fred reconnected afterwards.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::ClientLike;
 use rhizome_node::state::redis::{Redis, StateError};
-use rhizome_node::state::tokens::SharedTokens;
+use rhizome_node::state::tokens::{Lease, SharedTokens};
 use rhizome_proto::config::{StateBackend, StateConfig};
 use rhizome_proto::records::{fence_key, lock_key, token_key};
 use rhizome_tests::harness::redis::RedisServer;
@@ -49,11 +49,7 @@ async fn node(redis: Arc<Redis>, name: &str, lease: Duration) -> SharedTokens {
     tokens
 }
 
-async fn write(
-    tokens: &SharedTokens,
-    lease: &rhizome_node::state::tokens::Lease,
-    token: &str,
-) -> Option<u64> {
+async fn write(tokens: &SharedTokens, lease: &Lease, token: &str) -> Option<u64> {
     let token = SecretString::from(token.to_string());
     tokens
         .write(CRED, lease, &token, 1, None, None)
@@ -222,30 +218,42 @@ async fn a_lock_attempt_abandoned_while_redis_was_frozen_never_takes_the_lock() 
     );
 }
 
-/// A TCP link to Redis that, while held, delivers a chunk containing `marker`
-/// only when released: a network that stalls one command past its timeout.
-struct StallingLink {
+/// A TCP link to Redis standing for the network between a node and Redis.
+/// While held it delivers a chunk containing `marker` only when released (a
+/// network that stalls one command past its timeout); while cut it closes
+/// every connection and refuses new ones (a partition; Redis keeps running).
+struct Link {
     port: u16,
     hold: watch::Sender<bool>,
+    cut: watch::Sender<bool>,
 }
 
-impl StallingLink {
-    async fn to(redis_port: u16, marker: &'static [u8]) -> StallingLink {
+impl Link {
+    async fn to(redis_port: u16, marker: &'static [u8]) -> Link {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let (hold, held) = watch::channel(false);
+        let (cut, is_cut) = watch::channel(false);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *is_cut.borrow() {
+                    continue;
+                }
                 if let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)).await {
-                    tokio::spawn(relay(client, server, marker, held.clone()));
+                    let (held, is_cut) = (held.clone(), is_cut.clone());
+                    tokio::spawn(relay(client, server, marker, held, is_cut));
                 }
             }
         });
-        StallingLink { port, hold }
+        Link { port, hold, cut }
     }
 
     fn hold(&self, on: bool) {
         self.hold.send_replace(on);
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.send_replace(on);
     }
 }
 
@@ -254,19 +262,26 @@ async fn relay(
     server: TcpStream,
     marker: &'static [u8],
     mut held: watch::Receiver<bool>,
+    mut is_cut: watch::Receiver<bool>,
 ) {
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
-    tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-        if buf[..n].windows(marker.len()).any(|w| w == marker) {
-            // Delivered even if the client hung up meanwhile, as a network would.
-            let _ = held.wait_for(|on| !on).await;
+    let down = tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+            if buf[..n].windows(marker.len()).any(|w| w == marker) {
+                // Delivered even if the client hung up meanwhile, as a network would.
+                let _ = held.wait_for(|on| !on).await;
+            }
+            if to_server.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
         }
-        if to_server.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = is_cut.wait_for(|on| *on) => down.abort(),
     }
 }
 
@@ -278,7 +293,7 @@ fn evalsha_calls(redis: &RedisServer) -> u64 {
 async fn a_lock_command_delivered_after_its_caller_gave_up_does_nothing() {
     let env = Env::new("fencing_late_delivery");
     let redis = env.redis().await;
-    let link = StallingLink::to(redis.port, b"EVALSHA").await;
+    let link = Link::to(redis.port, b"EVALSHA").await;
     let a = node(client(link.port).await, "a", LONG_LEASE).await;
 
     let before = evalsha_calls(&redis);
@@ -305,18 +320,40 @@ async fn a_lock_command_delivered_after_its_caller_gave_up_does_nothing() {
 }
 
 #[tokio::test]
-async fn a_lock_attempt_dropped_while_redis_was_down_does_not_lock_when_it_returns() {
+async fn a_lock_attempt_dropped_while_redis_was_unreachable_does_not_lock_after_reconnecting() {
     let env = Env::new("fencing_dropped");
-    let mut redis = env.redis().await;
-    let node_redis = client(redis.port).await;
+    let redis = env.redis().await;
+    let link = Link::to(redis.port, b"EVALSHA").await;
+    let node_redis = client(link.port).await;
     let a = node(node_redis.clone(), "a", LONG_LEASE).await;
 
-    redis.stop().await;
+    link.cut(true);
+    wait_for(
+        "fred to notice and start reconnecting",
+        Duration::from_secs(5),
+        || async {
+            (0..4)
+                .all(|_| !node_redis.client().is_connected())
+                .then_some(())
+        },
+    )
+    .await;
     // The caller gives up (its task is cancelled) before any timeout fires.
-    let dropped = tokio::time::timeout(Duration::from_millis(50), a.try_lock(CRED)).await;
-    assert!(!matches!(dropped, Ok(Ok(Some(_)))), "{dropped:?}");
+    // Attempts the node's breaker turns away without trying are repeated.
+    wait_for(
+        "a lock attempt that reached the client",
+        Duration::from_secs(5),
+        || async {
+            match tokio::time::timeout(Duration::from_millis(50), a.try_lock(CRED)).await {
+                Ok(Err(StateError::Unavailable(e))) if e.contains("failing fast") => None,
+                Ok(Ok(Some(_))) => panic!("locked while Redis was unreachable"),
+                _ => Some(()),
+            }
+        },
+    )
+    .await;
 
-    redis.start().await;
+    link.cut(false);
     tokio::time::timeout(Duration::from_secs(10), node_redis.wait_connected())
         .await
         .expect("reconnected");
@@ -325,7 +362,7 @@ async fn a_lock_attempt_dropped_while_redis_was_down_does_not_lock_when_it_retur
     // held for the dropped caller has run.
     for _ in 0..12 {
         wait_for(
-            "a ping after the restart",
+            "a ping after the partition",
             Duration::from_secs(5),
             || async { node_redis.client().ping::<()>(None).await.ok() },
         )

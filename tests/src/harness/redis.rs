@@ -125,18 +125,8 @@ impl RedisServer {
 
     /// Stops the server cleanly and starts it again on the same port and data.
     pub async fn restart(&mut self) {
-        self.stop().await;
-        self.start().await;
-    }
-
-    /// Stops the server cleanly (SIGTERM): its port refuses connections until [`RedisServer::start`].
-    pub async fn stop(&mut self) {
         self.proc.signal("TERM");
         self.proc.wait_exit(Duration::from_secs(10)).await;
-    }
-
-    /// Starts a stopped server again on the same port and data.
-    pub async fn start(&mut self) {
         for _ in 0..50 {
             self.starts += 1;
             let log = self
