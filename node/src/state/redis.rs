@@ -474,3 +474,22 @@ fn is_unavailability(e: &FredError) -> bool {
             | ErrorKind::Routing
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fred_gives_up_before_run_and_never_waits_forever() {
+        for ms in [1, 10, 250, 5_000] {
+            let op = Duration::from_millis(ms);
+            let fred = command_timeout(op);
+            // Zero would mean "no timeout" to fred.
+            assert!(!fred.is_zero() && fred < op, "{op:?} -> {fred:?}");
+        }
+        assert_eq!(
+            command_timeout(Duration::from_millis(250)),
+            Duration::from_millis(230)
+        );
+    }
+}
