@@ -1,22 +1,65 @@
 //! The Redis connection of a node (crate `fred`): a pool for commands, a
 //! dedicated subscriber for `rz:tok-events`, and the discipline that keeps an
-//! outage from turning into a hang. Every operation goes through [`Redis::run`]:
-//! a hard `op_timeout` (fred ignores per-command timeouts for scripts), a
-//! circuit breaker that fails fast while Redis is down and lets one probe
-//! through every [`PROBE_INTERVAL`], and the `rhizome_redis_up` /
+//! outage from turning into a hang or into a write nobody waits for. Every
+//! operation goes through [`Redis::run`]: a hard `op_timeout`, a circuit
+//! breaker that fails fast while Redis is down and lets one probe through
+//! every [`PROBE_INTERVAL`], and the `rhizome_redis_up` /
 //! `rhizome_redis_op_duration_seconds` metrics. fred reconnects by itself with
-//! an exponential policy; its command buffer is bounded.
+//! an exponential policy, also when Redis is not up at start.
+//!
+//! # A command its caller gave up on does not act later
+//!
+//! A caller gives up after `op_timeout` (G6). A lock taken after that would
+//! hold the refresh lock for its whole lease with nobody to use or release it;
+//! a token written after that would be stored although its writer reported a
+//! failure. What holds, and why:
+//! - **Nothing waits in fred while it knows Redis is gone.** Commands go
+//!   through [`Redis::client`], which sets fred's per-command `fail_fast`:
+//!   while its connection is down fred answers `Canceled` at once instead of
+//!   queueing the command until it reconnects. (The config-level
+//!   `fail_fast = false` only makes the client keep trying to connect when
+//!   Redis is not up at start.)
+//! - **A command still queued when its caller gives up is dropped.** Between
+//!   a connection breaking and fred's first reconnection attempt (up to its
+//!   first back-off, ~150 ms) the client still counts as connected, and
+//!   commands queue behind the reconnection. fred skips, when it would write
+//!   or retry a command, one whose own timeout fired (its `timed_out` flag).
+//!   So fred's timeout ([`command_timeout`]) ends before `run`'s, whose
+//!   `op_timeout` is only a backstop, and a script's steps share one budget
+//!   that ends before `run` gives up. A command whose future was merely
+//!   dropped (a cancelled task) is not marked, and fred sends it after the
+//!   reconnection.
+//! - **Nothing is re-sent.** A command written on a connection that then broke
+//!   fails; it is not replayed after the reconnection (`max_attempts = 1`).
+//! - **Taking the lock and writing a token refuse to act late**, whatever
+//!   happened on the way: a dropped future as above, or bytes already written
+//!   that a frozen Redis (SIGSTOP, a stalled network) runs when it resumes —
+//!   no client can recall those. These scripts are [`Script::with_deadline`]:
+//!   [`Redis::eval`] first reads Redis's clock (`TIME`) and passes the last
+//!   Redis-clock microsecond at which its caller still waits; the script
+//!   refuses to act after it. Both ends of that comparison are Redis's clock,
+//!   so no synchronized clocks are needed, only one that does not step back
+//!   meanwhile.
+//! - Everything else is harmless when it lands late (only a frozen server or
+//!   a dropped future can make it): unlocking checks the owner,
+//!   invalidation compares the version, events are hints receivers re-read
+//!   after, a session written or touched late expires by its TTL.
+//!
+//! A command that acts just before its caller gives up but whose answer comes
+//! back after is reported as failed although it acted: no timeout can tell
+//! the two apart. A lock taken that way ends with its lease.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::clients::{Pool, SubscriberClient};
+use fred::clients::{Client, Pool, SubscriberClient, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config as FredConfig, ReconnectPolicy, UnresponsiveConfig};
-use fred::types::Builder;
+use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, UnresponsiveConfig};
+use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, Value};
+use fred::util::{redis_keyslot, sha1_hash};
 use rhizome_proto::config::StateConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +69,20 @@ use crate::metrics;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the health probe pings.
 pub const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
-/// Commands queued while disconnected, at most; beyond that they fail at once.
+/// Commands queued in fred (its channel to the connection task), at most;
+/// beyond that they fail at once.
 const MAX_QUEUED_COMMANDS: usize = 1024;
 const POOL_SIZE: usize = 4;
+/// How a script with a deadline says it ran too late.
+const LATE: &str = "LATE";
+/// Prepended to a script with a deadline: `ARGV[#ARGV]` is the last Redis-clock
+/// microsecond at which its caller still waits.
+const DEADLINE_GUARD: &str = r"
+local rz_now = redis.call('TIME')
+if tonumber(rz_now[1]) * 1000000 + tonumber(rz_now[2]) > tonumber(ARGV[#ARGV]) then
+  return redis.error_reply('LATE its caller had given up')
+end
+";
 
 /// A state-store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -41,12 +95,51 @@ pub enum StateError {
     Protocol(String),
 }
 
+/// fred's own timeout for one command: a little shorter than `op_timeout`,
+/// so that fred's fires first and marks the command abandoned (see the module
+/// docs); `run` polls fred's future first, so ties go to fred too.
+pub fn command_timeout(op_timeout: Duration) -> Duration {
+    op_timeout - (op_timeout / 10).min(Duration::from_millis(20))
+}
+
+/// A Lua script run by [`Redis::eval`] (`EVALSHA`, loaded again on `NOSCRIPT`).
+#[derive(Debug)]
+pub struct Script {
+    lua: String,
+    sha1: String,
+    deadline: bool,
+}
+
+impl Script {
+    /// A script that may act late without harm (it checks what it changes).
+    pub fn new(lua: &str) -> Self {
+        Script::build(lua.to_string(), false)
+    }
+
+    /// A script that must not act once its caller has given up: it receives,
+    /// after its own arguments, the deadline [`Redis::eval`] computes, and
+    /// fails with `LATE` past it. Its own arguments are `ARGV[1]` onwards as
+    /// usual; it must not read `ARGV[#ARGV]`.
+    pub fn with_deadline(lua: &str) -> Self {
+        Script::build(format!("{DEADLINE_GUARD}{lua}"), true)
+    }
+
+    fn build(lua: String, deadline: bool) -> Self {
+        Script {
+            sha1: sha1_hash(&lua),
+            lua,
+            deadline,
+        }
+    }
+}
+
 /// The node's Redis client.
 #[derive(Debug)]
 pub struct Redis {
     pool: Pool,
     subscriber: SubscriberClient,
     op_timeout: Duration,
+    command_timeout: Duration,
     down: AtomicBool,
     /// Set once the first operation succeeded (readiness gate).
     reached: AtomicBool,
@@ -66,12 +159,14 @@ impl Redis {
         // A node may start before Redis: keep reconnecting instead of giving up.
         config.fail_fast = false;
         let op_timeout = cfg.op_timeout;
+        let command_timeout = command_timeout(op_timeout);
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
                 c.connection_timeout = op_timeout.max(Duration::from_secs(1));
                 c.internal_command_timeout = op_timeout.max(Duration::from_secs(1));
                 c.max_command_buffer_len = MAX_QUEUED_COMMANDS;
+                // Never replay a command written on a connection that broke.
                 c.max_command_attempts = 1;
                 c.unresponsive = UnresponsiveConfig {
                     max_timeout: Some(op_timeout.max(Duration::from_millis(500)) * 4),
@@ -79,7 +174,8 @@ impl Redis {
                 };
             })
             .with_performance_config(|p| {
-                p.default_command_timeout = op_timeout;
+                // For the few commands not sent through `client()` (subscribe).
+                p.default_command_timeout = command_timeout;
                 p.broadcast_channel_capacity = 1024;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 50, 1000, 2));
@@ -94,6 +190,7 @@ impl Redis {
             pool,
             subscriber,
             op_timeout,
+            command_timeout,
             down: AtomicBool::new(false),
             reached: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
@@ -104,18 +201,23 @@ impl Redis {
     }
 
     /// Starts the connections and the health probe. Returns at once: a node
-    /// starts even while Redis is down, and `/readyz` says so. The probe
-    /// pings every [`HEALTH_INTERVAL`] so `rhizome_redis_up` and readiness
-    /// follow reality even when no request needs Redis.
+    /// starts even while Redis is down, and `/readyz` says so. Once connected,
+    /// the probe pings every [`HEALTH_INTERVAL`] so `rhizome_redis_up` and
+    /// readiness follow reality even when no request needs Redis.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) {
         let _connections = self.pool.connect_pool();
         let _subscriber = self.subscriber.connect();
         let _resubscriber = self.subscriber.manage_subscriptions();
         let this = self.clone();
         tokio::spawn(async move {
+            // Until fred first connects, a (fail-fast) ping is only refused.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = this.wait_connected() => {}
+            }
             loop {
-                let ping = this.run("ping", this.pool.next().ping::<()>(None));
-                let _ = ping.await;
+                let client = this.client();
+                let _ = this.run("ping", client.ping::<()>(None)).await;
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
@@ -133,9 +235,30 @@ impl Redis {
         }
     }
 
-    /// The command pool.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// A client for one command run under [`Redis::run`]: a connected one of
+    /// the pool, with fred's per-command `fail_fast`, no second attempt and
+    /// fred's own timeout ending before `run`'s (see the module docs).
+    pub fn client(&self) -> WithOptions<Client> {
+        self.client_for(self.command_timeout)
+    }
+
+    fn client_for(&self, timeout: Duration) -> WithOptions<Client> {
+        self.pool.next_connected().with_options(&Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(timeout),
+            ..Options::default()
+        })
+    }
+
+    /// A client whose command fred gives up at `give_up`; an error when that
+    /// has passed (fred reads a zero timeout as none).
+    fn client_until(&self, give_up: Instant) -> Result<WithOptions<Client>, FredError> {
+        let left = give_up.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FredError::new(ErrorKind::Timeout, "no time left"));
+        }
+        Ok(self.client_for(left))
     }
 
     /// True once Redis has answered and the event subscription is up.
@@ -148,7 +271,8 @@ impl Redis {
         self.subscribed.store(true, Ordering::Release);
     }
 
-    /// Runs one operation under the breaker, `op_timeout` and metrics.
+    /// Runs one operation under the breaker, `op_timeout` and metrics. Its
+    /// commands come from [`Redis::client`], so fred gives them up first.
     pub async fn run<T, F>(&self, op: &'static str, fut: F) -> Result<T, StateError>
     where
         F: Future<Output = Result<T, FredError>>,
@@ -179,6 +303,106 @@ impl Redis {
                 )))
             }
         }
+    }
+
+    /// Runs `script` on `keys` and `args` under [`Redis::run`]. All its steps
+    /// (`TIME` for a deadline, `EVALSHA`, `SCRIPT LOAD` and `EVALSHA` again
+    /// after `NOSCRIPT`) share one budget that fred ends before `run` does.
+    pub async fn eval<R: FromValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, StateError> {
+        // Taken before `run` starts its clock, so it falls before run's end.
+        let give_up = Instant::now() + self.command_timeout;
+        // Every step goes to the node that holds the keys (Redis Cluster).
+        let node = keys.first().map_or(ClusterHash::Random, |k| {
+            ClusterHash::Custom(redis_keyslot(k.as_bytes()))
+        });
+        self.run(op, self.eval_steps(script, keys, args, give_up, node))
+            .await
+    }
+
+    async fn eval_steps<R: FromValue>(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        mut args: Vec<String>,
+        give_up: Instant,
+        node: ClusterHash,
+    ) -> Result<R, FredError> {
+        if script.deadline {
+            args.push(self.redis_deadline(give_up, &node).await?.to_string());
+        }
+        let mut call = Vec::with_capacity(2 + keys.len() + args.len());
+        call.push(script.sha1.clone());
+        call.push(keys.len().to_string());
+        call.extend(keys);
+        call.extend(args);
+        let evalsha = || CustomCommand::new_static("EVALSHA", node.clone(), false);
+        let first = self
+            .client_until(give_up)?
+            .custom(evalsha(), call.clone())
+            .await;
+        let result = match first {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                let load = CustomCommand::new_static("SCRIPT", node.clone(), false);
+                let lua = vec!["LOAD".to_string(), script.lua.clone()];
+                self.client_until(give_up)?
+                    .custom::<Value, _>(load, lua)
+                    .await?;
+                self.client_until(give_up)?.custom(evalsha(), call).await
+            }
+            other => other,
+        };
+        result.map_err(|e| {
+            if e.details().starts_with(LATE) {
+                FredError::new(
+                    ErrorKind::Timeout,
+                    "the script ran after its caller gave up",
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The last Redis-clock microsecond at which a caller giving up at
+    /// `give_up` still waits: Redis's `TIME` plus what is left of the budget
+    /// once the answer is back. Redis read its clock before that, so this is
+    /// never later than the real give-up, whatever the local clock says.
+    async fn redis_deadline(&self, give_up: Instant, node: &ClusterHash) -> Result<u64, FredError> {
+        let time = CustomCommand::new_static("TIME", node.clone(), false);
+        let now: Vec<String> = self
+            .client_until(give_up)?
+            .custom(time, Vec::<String>::new())
+            .await?;
+        let left = give_up.saturating_duration_since(Instant::now());
+        let bad = || FredError::new(ErrorKind::Protocol, "unexpected TIME answer");
+        let [secs, micros] = now.as_slice() else {
+            return Err(bad());
+        };
+        let secs: u64 = secs.parse().map_err(|_| bad())?;
+        let micros: u64 = micros.parse().map_err(|_| bad())?;
+        let left = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+        Ok(secs
+            .saturating_mul(1_000_000)
+            .saturating_add(micros)
+            .saturating_add(left))
+    }
+
+    /// Loads `script` (`SCRIPT LOAD`, on every primary of a cluster) so that
+    /// its calls are a plain `EVALSHA`. A late load is harmless.
+    pub async fn load(&self, script: &Script) -> Result<(), StateError> {
+        use fred::interfaces::LuaInterface;
+        let client = self.pool.next_connected();
+        self.run(
+            "script_load",
+            client.script_load_cluster::<(), _>(script.lua.clone()),
+        )
+        .await
     }
 
     fn now_ms(&self) -> u64 {
@@ -220,14 +444,14 @@ impl Redis {
 
     /// Publishes `payload` on `channel`.
     pub async fn publish(&self, channel: &str, payload: Vec<u8>) -> Result<(), StateError> {
-        self.run(
-            "publish",
-            self.pool.next().publish::<(), _, _>(channel, payload),
-        )
-        .await
+        let client = self.client();
+        self.run("publish", client.publish::<(), _, _>(channel, payload))
+            .await
     }
 
-    /// Subscribes the dedicated connection to `channel`.
+    /// Subscribes the dedicated connection to `channel`. (Resubscribing is
+    /// what the subscriber does after every reconnection anyway, so a late
+    /// `SUBSCRIBE` is harmless.)
     pub async fn subscribe(&self, channel: &str) -> Result<(), StateError> {
         self.run("subscribe", self.subscriber.subscribe(channel))
             .await
@@ -258,4 +482,23 @@ fn is_unavailability(e: &FredError) -> bool {
             | ErrorKind::Backpressure
             | ErrorKind::Routing
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fred_gives_up_before_run_and_never_waits_forever() {
+        for ms in [1, 10, 250, 5_000] {
+            let op = Duration::from_millis(ms);
+            let fred = command_timeout(op);
+            // Zero would mean "no timeout" to fred.
+            assert!(!fred.is_zero() && fred < op, "{op:?} -> {fred:?}");
+        }
+        assert_eq!(
+            command_timeout(Duration::from_millis(250)),
+            Duration::from_millis(230)
+        );
+    }
 }

@@ -219,7 +219,7 @@ impl SessionStore for RedisSessionStore {
         touch: Option<Duration>,
     ) -> StoreFuture<'a, Option<SessionRecord>> {
         Box::pin(async move {
-            let client = self.redis.pool().next();
+            let client = self.redis.client();
             let key = session_key(id);
             let value = match touch {
                 // GETEX reads and slides the TTL in one command.
@@ -249,9 +249,9 @@ impl SessionStore for RedisSessionStore {
                 return Ok(Vec::new());
             }
             let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
-            let pool = self.redis.pool();
+            let client = self.redis.client();
             let values: Vec<Option<Vec<u8>>> =
-                self.redis.run("session_mget", pool.mget(keys)).await?;
+                self.redis.run("session_mget", client.mget(keys)).await?;
             values.into_iter().map(decode).collect()
         })
     }
@@ -264,11 +264,11 @@ impl SessionStore for RedisSessionStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let bytes = codec::encode(record).map_err(|e| StateError::Protocol(e.to_string()))?;
-            let pool = self.redis.pool();
+            let client = self.redis.client();
             self.redis
                 .run(
                     "session_put",
-                    pool.set::<(), _, _>(
+                    client.set::<(), _, _>(
                         session_key(id),
                         bytes,
                         Some(Expiration::EX(secs(ttl))),
@@ -282,11 +282,11 @@ impl SessionStore for RedisSessionStore {
 
     fn touch<'a>(&'a self, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let pool = self.redis.pool();
+            let client = self.redis.client();
             self.redis
                 .run(
                     "session_touch",
-                    pool.expire::<bool, _>(session_key(id), secs(ttl), None),
+                    client.expire::<bool, _>(session_key(id), secs(ttl), None),
                 )
                 .await
         })
@@ -294,10 +294,10 @@ impl SessionStore for RedisSessionStore {
 
     fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let pool = self.redis.pool();
+            let client = self.redis.client();
             let n: u64 = self
                 .redis
-                .run("session_delete", pool.del(session_key(id)))
+                .run("session_delete", client.del(session_key(id)))
                 .await?;
             Ok(n > 0)
         })
@@ -309,20 +309,20 @@ impl SessionStore for RedisSessionStore {
                 return Ok(0);
             }
             let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
-            let pool = self.redis.pool();
-            self.redis.run("session_delete", pool.del(keys)).await
+            let client = self.redis.client();
+            self.redis.run("session_delete", client.del(keys)).await
         })
     }
 
     fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page> {
         Box::pin(async move {
-            let pool = self.redis.pool();
+            let client = self.redis.client();
             let count = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
             let (next, keys): (String, Vec<String>) = self
                 .redis
                 .run(
                     "session_scan",
-                    pool.scan_page(cursor.unwrap_or("0"), SESSION_PATTERN, Some(count), None),
+                    client.scan_page(cursor.unwrap_or("0"), SESSION_PATTERN, Some(count), None),
                 )
                 .await?;
             let ids: Vec<String> = keys

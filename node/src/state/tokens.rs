@@ -5,7 +5,9 @@
 //! one, so a stale writer (paused, then resumed) cannot overwrite a newer
 //! token. Refreshes are single-flight cluster-wide under a `SET NX PX` lock
 //! whose acquisition takes the next fencing epoch. Invalidation after a 401 is
-//! compare-and-set on the version.
+//! compare-and-set on the version. Taking the lock and writing a token carry
+//! a deadline ([`Script::with_deadline`]): run after their caller gave up (a
+//! frozen Redis resuming), they do nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,16 +15,15 @@ use std::time::Duration;
 
 use base64::Engine;
 use fred::interfaces::HashesInterface;
-use fred::types::scripts::Script;
 use rhizome_proto::records::{fence_key, lock_key, token_key};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use super::redis::{Redis, StateError};
+use super::redis::{Redis, Script, StateError};
 
 /// Writes a record if the writer's epoch is not older than the stored one;
-/// returns the new version, or -1 when fenced out.
+/// returns the new version, or -1 when fenced out. Run with a deadline.
 const WRITE: &str = r"
 local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
 if tonumber(ARGV[1]) < stored then return -1 end
@@ -42,7 +43,8 @@ return 0";
 
 /// Takes the refresh lock and the next fencing epoch, or returns -1. The
 /// epoch is never at or below the record's (the counter may have been lost
-/// while the record survived), or every write would be fenced out.
+/// while the record survived), or every write would be fenced out. Run with a
+/// deadline.
 const LOCK: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local e = redis.call('INCR', KEYS[2])
@@ -109,10 +111,13 @@ impl SharedTokens {
             node_id: node_id.to_string(),
             cipher: key.map(Cipher::new).transpose()?,
             lock_lease,
-            write: Script::from_lua(WRITE),
-            invalidate: Script::from_lua(INVALIDATE),
-            lock: Script::from_lua(LOCK),
-            unlock: Script::from_lua(UNLOCK),
+            write: Script::with_deadline(WRITE),
+            // Compare-and-set on the version: a late run still hits only the
+            // version its caller saw rejected.
+            invalidate: Script::new(INVALIDATE),
+            lock: Script::with_deadline(LOCK),
+            // Checks the owner: a late run releases nobody else's lock.
+            unlock: Script::new(UNLOCK),
         })
     }
 
@@ -125,18 +130,17 @@ impl SharedTokens {
     /// `EVALSHA`; a script flushed later is reloaded on `NOSCRIPT`.
     pub async fn preload(&self) -> Result<(), StateError> {
         for script in [&self.write, &self.invalidate, &self.lock, &self.unlock] {
-            let client = self.redis.pool().next();
-            self.redis.run("script_load", script.load(client)).await?;
+            self.redis.load(script).await?;
         }
         Ok(())
     }
 
     /// The valid record of `cred`, if any.
     pub async fn read(&self, cred: &str) -> Result<Option<Record>, StateError> {
-        let pool = self.redis.pool();
+        let client = self.redis.client();
         let h: HashMap<String, String> = self
             .redis
-            .run("token_read", pool.hgetall(token_key(cred)))
+            .run("token_read", client.hgetall(token_key(cred)))
             .await?;
         if h.get("valid").map(String::as_str) != Some("1") {
             return Ok(None);
@@ -176,14 +180,14 @@ impl SharedTokens {
         let lease_ms = u64::try_from(self.lock_lease.as_millis())
             .unwrap_or(u64::MAX)
             .to_string();
-        let client = self.redis.pool().next();
         let keys = vec![lock_key(cred), fence_key(cred), token_key(cred)];
         let epoch: i64 = self
             .redis
-            .run(
+            .eval(
                 "token_lock",
-                self.lock
-                    .evalsha_with_reload(client, keys, vec![owner.clone(), lease_ms]),
+                &self.lock,
+                keys,
+                vec![owner.clone(), lease_ms],
             )
             .await?;
         Ok(u64::try_from(epoch)
@@ -193,16 +197,13 @@ impl SharedTokens {
 
     /// Releases a lock this node holds (best effort: it also expires).
     pub async fn unlock(&self, cred: &str, lease: &Lease) {
-        let client = self.redis.pool().next();
         let released = self
             .redis
-            .run(
+            .eval::<i64>(
                 "token_unlock",
-                self.unlock.evalsha_with_reload::<i64, _, _>(
-                    client,
-                    vec![lock_key(cred)],
-                    vec![lease.owner.clone()],
-                ),
+                &self.unlock,
+                vec![lock_key(cred)],
+                vec![lease.owner.clone()],
             )
             .await;
         if let Err(e) = released {
@@ -233,30 +234,22 @@ impl SharedTokens {
             claims.map_or_else(|| "null".to_string(), ToString::to_string),
             self.node_id.clone(),
         ];
-        let client = self.redis.pool().next();
         let v: i64 = self
             .redis
-            .run(
-                "token_write",
-                self.write
-                    .evalsha_with_reload(client, vec![token_key(cred)], args),
-            )
+            .eval("token_write", &self.write, vec![token_key(cred)], args)
             .await?;
         Ok(u64::try_from(v).ok())
     }
 
     /// Invalidates `version` of `cred` if it is still current (compare-and-set).
     pub async fn invalidate(&self, cred: &str, version: u64) -> Result<bool, StateError> {
-        let client = self.redis.pool().next();
         let n: i64 = self
             .redis
-            .run(
+            .eval(
                 "token_invalidate",
-                self.invalidate.evalsha_with_reload(
-                    client,
-                    vec![token_key(cred)],
-                    vec![version.to_string()],
-                ),
+                &self.invalidate,
+                vec![token_key(cred)],
+                vec![version.to_string()],
             )
             .await?;
         Ok(n == 1)
