@@ -1,10 +1,14 @@
-//! The configuration model of DESIGN §3: one typed tree, deserialized from TOML,
-//! environment and CLI layers by the node, then [`Config::validate`]d as a whole so
-//! that `check-config` can report *every* problem with the path of its field
-//! (`routes[1].credentials[0]: unknown credential "x"`). Unknown keys are errors.
+//! The configuration model: one typed tree, deserialized from TOML, environment
+//! and CLI layers by the node, then [`Config::validate`]d as a whole so that
+//! `check-config` can report *every* problem with the path of its field
+//! (`routes[1].credentials[0]: unknown credential "x"`). Unknown keys are
+//! errors, and so is any key this build would accept and then ignore: one that
+//! another backend, mode or kind uses, or one whose feature is not built yet
+//! (the table in `unsupported.rs`).
 
 mod credential;
 mod route;
+mod unsupported;
 mod validate;
 
 use std::net::SocketAddr;
@@ -19,6 +23,7 @@ pub use credential::{
 pub use route::{
     DisconnectPolicy, RouteConfig, SessionMode, SseConfig, UpstreamConfig, UpstreamProtocol,
 };
+pub use unsupported::{unmodelled_key, REDIS_SCHEMES};
 pub use validate::ConfigError;
 
 use crate::Secret;
@@ -127,7 +132,8 @@ pub enum StateBackend {
 pub struct StateConfig {
     /// Where shared state lives.
     pub backend: StateBackend,
-    /// Redis URL when `backend = "redis"`.
+    /// Redis URL when `backend = "redis"`; only `redis://` in this build
+    /// (see [`REDIS_SCHEMES`]): a TLS URL is refused, never downgraded.
     pub redis_url: String,
     /// Upper bound of one state-store operation.
     #[serde(with = "humantime_serde")]
@@ -155,7 +161,7 @@ pub enum CoordinatorMode {
     Embedded,
     /// Several nodes; each refresh single-flight under a fenced Redis lock.
     RedisLock,
-    /// Ownership assigned by the raft coordinator.
+    /// Ownership assigned by the raft coordinator (refused by this build).
     Cluster,
 }
 
@@ -165,12 +171,14 @@ pub enum CoordinatorMode {
 pub struct CoordinatorConfig {
     /// How credential ownership is decided.
     pub mode: CoordinatorMode,
-    /// Coordinator replicas, for `mode = "cluster"`.
+    /// Coordinator replicas, for `mode = "cluster"` (refused by this build unless empty).
     pub endpoints: Vec<String>,
-    /// How often the node heartbeats the coordinator.
+    /// How often the node heartbeats the coordinator (cluster mode; refused
+    /// by this build unless left at its default).
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Silence after which a node is declared dead.
+    /// Silence after which a node is declared dead (cluster mode; refused by
+    /// this build unless left at its default).
     #[serde(with = "humantime_serde")]
     pub node_ttl: Duration,
 }

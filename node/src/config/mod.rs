@@ -1,8 +1,10 @@
 //! Loading the configuration: defaults < TOML file < `RHIZOME__SECTION__KEY`
-//! environment < CLI flags, merged by figment, deserialized with the path of the
-//! failing field, then validated as a whole (see [`rhizome_proto::config`]).
-//! Secret references are resolved here too, once, at start.
+//! environment < CLI flags, merged by figment, deserialized reporting every
+//! type error with the path of its field (see [`collect`]), then validated as
+//! a whole (see [`rhizome_proto::config`]). Secret references are resolved
+//! here too, once, at start.
 
+mod collect;
 mod secret;
 
 use std::path::Path;
@@ -81,20 +83,7 @@ fn from_figment(figment: &Figment) -> Result<Config, LoadError> {
     let dict: Dict = figment
         .extract()
         .map_err(|e| LoadError::Source(e.to_string()))?;
-    let value = Value::from(dict);
-    let config: Config = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        LoadError::Invalid(vec![ConfigError::new(
-            if path == "." {
-                "(root)".to_string()
-            } else {
-                path
-            },
-            e.into_inner().to_string(),
-        )])
-    })?;
-    config.validate().map_err(LoadError::Invalid)?;
-    Ok(config)
+    collect::extract(figment, Value::from(dict)).map_err(LoadError::Invalid)
 }
 
 #[cfg(test)]
@@ -122,6 +111,32 @@ mod tests {
         );
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(errs[0].starts_with("routes[0].timeout: "), "{errs:?}");
+    }
+
+    #[test]
+    fn every_type_error_is_collected_with_the_index_written() {
+        let errs = errors(
+            "[node]\nshutdown_grace = 5\n[limits]\nmax_body = true\n\
+             [[upstreams]]\nname='u'\ntargets=['http://x']\n\
+             [[routes]]\nname=1\npath_prefix='/a/'\nupstream='u'\n\
+             [[routes]]\nname='r'\npath_prefix='/'\nupstream='u'\ntimeout='abc'\n\
+             [[routes]]\nname='s'\npath_prefix='/s/'\nupstream='nope'",
+        );
+        let paths: Vec<&str> = errs
+            .iter()
+            .filter_map(|e| e.split_once(": ").map(|(p, _)| p))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "limits.max_body",
+                "node.shutdown_grace",
+                "routes[0].name",
+                "routes[1].timeout",
+                "routes[2].upstream",
+            ],
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! OAuth2 client-credentials grant (RFC 6749 §4.4, client auth `basic` or
 //! `body`) against a token endpoint, or a JWT signed locally (HS256/RS256).
 //! Errors describe the failure without echoing secrets or response bodies.
+//! A token endpoint behind a private CA (`ca_file`) gets its own client from
+//! the node's one client builder, trusting that CA besides the Web PKI roots.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +19,7 @@ use serde::Deserialize;
 
 use crate::config::{resolve, SecretError};
 use crate::error::{error_chain, full};
+use crate::upstream::client::{self, ClientBuildError, ClientSettings};
 use crate::upstream::HttpClient;
 
 /// Upper bound of one token-endpoint call, connect to last byte.
@@ -136,6 +139,9 @@ pub enum TokenSource {
         client_auth: ClientAuth,
         /// Requested scope.
         scope: Option<String>,
+        /// The credential's own client when it has a `ca_file`; otherwise
+        /// the node's shared token client is used. Boxed: a client is large.
+        client: Option<Box<HttpClient>>,
     },
     /// A locally signed JWT.
     Jwt {
@@ -205,6 +211,7 @@ impl TokenSource {
                 client_secret,
                 client_auth,
                 scope,
+                ca_file,
             } => {
                 let uri: Uri = token_url.parse().map_err(|e: http::uri::InvalidUri| {
                     SourceBuildError::Invalid {
@@ -224,6 +231,7 @@ impl TokenSource {
                     client_secret: secret("client_secret", client_secret)?,
                     client_auth: *client_auth,
                     scope: scope.map(str::to_string),
+                    client: ca_file.map(private_ca_client).transpose()?.map(Box::new),
                 }
             }
             CredentialSpec::Jwt {
@@ -279,9 +287,10 @@ impl TokenSource {
                 client_secret,
                 client_auth,
                 scope,
+                client,
             } => {
                 let fut = oauth2(
-                    http,
+                    client.as_deref().unwrap_or(http),
                     token_url,
                     client_id,
                     client_secret,
@@ -296,6 +305,22 @@ impl TokenSource {
             }
         }
     }
+}
+
+/// A token client that also trusts the PEM roots in `ca_file`; an unreadable
+/// file or one without a certificate is a config error naming `ca_file`.
+fn private_ca_client(ca_file: &std::path::Path) -> Result<HttpClient, SourceBuildError> {
+    let settings = ClientSettings {
+        ca_file: Some(ca_file),
+        ..ClientSettings::default()
+    };
+    client::build(&settings).map_err(|e| SourceBuildError::Invalid {
+        field: "ca_file",
+        message: match e {
+            ClientBuildError::CaFile { path, reason } => format!("{path}: {reason}"),
+            other => other.to_string(),
+        },
+    })
 }
 
 fn mint_jwt(

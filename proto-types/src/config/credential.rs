@@ -3,6 +3,7 @@
 //! every field has a path); [`CredentialConfig::spec`] turns it into the typed
 //! [`CredentialSpec`] of its kind, reporting missing or misplaced fields.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -86,6 +87,10 @@ pub struct CredentialConfig {
     pub token: Option<Secret>,
     /// `oauth2_client_credentials`: token endpoint URL.
     pub token_url: Option<String>,
+    /// `oauth2_client_credentials`: extra PEM roots trusted for the token
+    /// endpoint besides the Web PKI roots, for an IdP behind a private CA
+    /// (the same trust rule as `upstreams[].ca_file`).
+    pub ca_file: Option<PathBuf>,
     /// `oauth2_client_credentials`: client id.
     pub client_id: Option<String>,
     /// `oauth2_client_credentials`: client secret.
@@ -105,7 +110,7 @@ pub struct CredentialConfig {
     pub lifetime: Option<Duration>,
 }
 
-fn default_refresh_margin() -> Duration {
+pub(super) fn default_refresh_margin() -> Duration {
     Duration::from_secs(300)
 }
 fn default_failure_threshold() -> u32 {
@@ -135,6 +140,8 @@ pub enum CredentialSpec<'a> {
         client_auth: ClientAuth,
         /// Requested scope.
         scope: Option<&'a str>,
+        /// Extra trusted roots for the token endpoint (PEM file).
+        ca_file: Option<&'a Path>,
     },
     /// A locally minted JWT.
     Jwt {
@@ -162,6 +169,7 @@ impl CredentialConfig {
             CredentialKind::Static => &["token"],
             CredentialKind::Oauth2ClientCredentials => &[
                 "token_url",
+                "ca_file",
                 "client_id",
                 "client_secret",
                 "client_auth",
@@ -172,6 +180,7 @@ impl CredentialConfig {
         let present = [
             ("token", self.token.is_some()),
             ("token_url", self.token_url.is_some()),
+            ("ca_file", self.ca_file.is_some()),
             ("client_id", self.client_id.is_some()),
             ("client_secret", self.client_secret.is_some()),
             ("client_auth", self.client_auth.is_some()),
@@ -239,6 +248,7 @@ impl CredentialConfig {
                             client_secret,
                             client_auth: self.client_auth.unwrap_or_default(),
                             scope: self.scope.as_deref(),
+                            ca_file: self.ca_file.as_deref(),
                         })
                     }
                     _ => None,

@@ -33,7 +33,8 @@ pub struct UpstreamConfig {
     /// Upper bound of establishing a connection (TCP and TLS).
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Extra PEM roots trusted for this upstream (besides the Web PKI roots).
+    /// Extra PEM roots trusted for this upstream (besides the Web PKI roots);
+    /// only with an `https://` target.
     pub ca_file: Option<PathBuf>,
     /// Consecutive connect errors or 5xx answers that eject a target.
     #[serde(default = "default_eject_after")]
@@ -76,18 +77,23 @@ pub enum SessionMode {
     Mcp,
 }
 
-/// What happens to the upstream when an SSE client goes away.
+/// What happens to the upstream when an SSE client goes away. The default is
+/// what this build does: cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DisconnectPolicy {
-    /// Keep reading upstream into the replay buffer for `detach_grace`.
+    /// Keep reading upstream into the replay buffer for `detach_grace`
+    /// (resumable SSE: refused by this build).
     Detach,
     /// Close the upstream at once.
     #[default]
     Cancel,
 }
 
-/// `[routes.sse]`.
+/// `[routes.sse]`. `replay`, `buffer_events`, `buffer_ttl`,
+/// `on_client_disconnect = "detach"`, `detach_grace` and `producer_lease`
+/// describe resumable SSE, which this build does not have: they are refused
+/// unless left at their defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SseConfig {
@@ -164,7 +170,7 @@ pub struct RouteConfig {
     /// Session handling.
     #[serde(default)]
     pub session: SessionMode,
-    /// MCP sessions unused this long expire (sliding).
+    /// MCP sessions unused this long expire (sliding); only with `session = "mcp"`.
     #[serde(default = "default_session_idle_ttl", with = "humantime_serde")]
     pub session_idle_ttl: Duration,
     /// Server-sent events handling.
@@ -175,7 +181,7 @@ pub struct RouteConfig {
 fn default_route_timeout() -> Duration {
     Duration::from_secs(30)
 }
-fn default_session_idle_ttl() -> Duration {
+pub(super) fn default_session_idle_ttl() -> Duration {
     Duration::from_secs(30 * 60)
 }
 fn default_retry_body_limit() -> ByteSize {

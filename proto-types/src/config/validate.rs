@@ -1,12 +1,18 @@
 //! Whole-config validation: names resolve, kinds carry their settings, values are
-//! in range, and features a backend cannot serve are refused up front. Every
-//! problem is collected, each with the path of its field.
+//! in range, and settings the node would ignore are refused up front — a key
+//! that only applies to another backend, mode or kind, and (through
+//! [`super::unsupported`]) a feature this build does not have. Every problem
+//! is collected, each with the path of its field.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
-use super::{Config, CoordinatorMode, SessionMode, StateBackend};
+use super::credential::default_refresh_margin;
+use super::route::default_session_idle_ttl;
+use super::{
+    unsupported, Config, CoordinatorMode, CredentialKind, SessionMode, StateBackend, StateConfig,
+};
 
 /// One configuration problem: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,23 +125,16 @@ impl Config {
                 "must be between 8192 and 1048576",
             ));
         }
-        match (self.coordinator.mode, self.state.backend) {
-            (CoordinatorMode::Cluster, _) => e.push(ConfigError::new(
-                "coordinator.mode",
-                "\"cluster\" is not available in this build; use \"embedded\" or \"redis-lock\"",
-            )),
-            (CoordinatorMode::RedisLock, StateBackend::Memory) => e.push(ConfigError::new(
+        unsupported::check(self, e);
+        if self.coordinator.mode == CoordinatorMode::RedisLock
+            && self.state.backend == StateBackend::Memory
+        {
+            e.push(ConfigError::new(
                 "coordinator.mode",
                 "\"redis-lock\" needs state.backend = \"redis\"",
-            )),
-            _ => {}
-        }
-        if self.state.encryption_key.is_some() && self.state.backend == StateBackend::Memory {
-            e.push(ConfigError::new(
-                "state.encryption_key",
-                "only applies to state.backend = \"redis\" (memory state never leaves the process)",
             ));
         }
+        self.check_state_applies(e);
         unique(self.clients.iter().map(|c| c.name.as_str()), "clients", e);
         for (i, c) in self.clients.iter().enumerate() {
             let path = format!("clients[{i}]");
@@ -167,6 +166,18 @@ impl Config {
             }
             if let Some(url) = &c.token_url {
                 check_url(&format!("{path}.token_url"), url, e);
+                if c.ca_file.is_some() && !url.starts_with("https://") {
+                    e.push(ConfigError::new(
+                        format!("{path}.ca_file"),
+                        "only applies to an https:// token_url",
+                    ));
+                }
+            }
+            if c.kind == CredentialKind::Static && c.refresh_margin != default_refresh_margin() {
+                e.push(ConfigError::new(
+                    format!("{path}.refresh_margin"),
+                    "not a setting of kind \"static\" (a static key never expires)",
+                ));
             }
             if !is_header_name(&c.inject.header) {
                 e.push(ConfigError::new(
@@ -201,6 +212,12 @@ impl Config {
             }
             for (j, t) in u.targets.iter().enumerate() {
                 check_url(&format!("upstreams[{i}].targets[{j}]"), t, e);
+            }
+            if u.ca_file.is_some() && !u.targets.iter().any(|t| t.starts_with("https://")) {
+                e.push(ConfigError::new(
+                    format!("upstreams[{i}].ca_file"),
+                    "only applies to https:// targets",
+                ));
             }
             if u.eject_after == 0 {
                 e.push(ConfigError::new(
@@ -263,10 +280,10 @@ impl Config {
                     "must be at least 4s",
                 ));
             }
-            if r.sse.replay {
+            if r.session != SessionMode::Mcp && r.session_idle_ttl != default_session_idle_ttl() {
                 e.push(ConfigError::new(
-                    format!("{path}.sse.replay"),
-                    "Last-Event-ID replay is not available in this build",
+                    format!("{path}.session_idle_ttl"),
+                    "only applies to session = \"mcp\"",
                 ));
             }
             if r.sse.max_event_bytes.as_u64() < 1024 {
@@ -325,6 +342,32 @@ impl Config {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+}
+
+impl Config {
+    /// `[state]` keys act only with the backend (and mode) that uses them.
+    fn check_state_applies(&self, e: &mut Vec<ConfigError>) {
+        const NEEDS_REDIS: &str =
+            "only applies to state.backend = \"redis\" (memory state never leaves the process)";
+        let defaults = StateConfig::default();
+        let memory = self.state.backend == StateBackend::Memory;
+        if memory && self.state.redis_url != defaults.redis_url {
+            e.push(ConfigError::new("state.redis_url", NEEDS_REDIS));
+        }
+        if memory && self.state.op_timeout != defaults.op_timeout {
+            e.push(ConfigError::new("state.op_timeout", NEEDS_REDIS));
+        }
+        if self.state.encryption_key.is_some() {
+            if memory {
+                e.push(ConfigError::new("state.encryption_key", NEEDS_REDIS));
+            } else if self.coordinator.mode != CoordinatorMode::RedisLock {
+                e.push(ConfigError::new(
+                    "state.encryption_key",
+                    "only applies to coordinator.mode = \"redis-lock\" (the only mode that stores tokens in Redis)",
+                ));
+            }
         }
     }
 }

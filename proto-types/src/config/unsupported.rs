@@ -1,0 +1,323 @@
+//! What this build does not honour yet, in one table. A key the node would
+//! accept and then ignore is a lie to the operator: it believes in replay,
+//! detached streams or a coordinator cluster it does not have. So every such
+//! key is refused here, naming the field and the missing feature — when it is
+//! set to something other than its default (a key left at its default asks
+//! for nothing). The issue that implements a feature deletes its rows.
+//!
+//! Keys of the contract that are not even in the model yet (`[log]`,
+//! `state.tls`, client rate limits…) are refused by the unknown-key rule; the
+//! loader turns that error into the same "not supported" message through
+//! [`unmodelled_key`], so the operator learns the key is known but not built.
+
+use super::route::{DisconnectPolicy, RouteConfig, SseConfig};
+use super::validate::ConfigError;
+use super::{Config, CoordinatorConfig, CoordinatorMode};
+
+/// URL schemes `state.redis_url` may use. fred is built without its TLS,
+/// sentinel, cluster and unix-socket features: any other scheme would either
+/// fail late or — for `rediss://` — connect in plaintext and send the
+/// password in clear, so it is refused before anything connects.
+pub const REDIS_SCHEMES: &[&str] = &["redis"];
+
+/// How a row recognises that the config asks for the missing feature.
+enum Asks {
+    /// Not in the model: any value is refused (see [`unmodelled_key`]).
+    Unmodelled,
+    /// A node-wide key; true when set to what the build cannot do.
+    Node(fn(&Config) -> bool),
+    /// A per-route key (`routes[i].…`).
+    Route(fn(&RouteConfig) -> bool),
+}
+
+/// One key the build cannot honour yet.
+struct NotYet {
+    /// Path of the key; `[]` stands for any index (`routes[].sse.replay`).
+    path: &'static str,
+    /// The missing feature, shown in parentheses.
+    feature: &'static str,
+    asks: Asks,
+}
+
+const RESUMABLE_SSE: &str = "resumable SSE: Last-Event-ID replay and detached upstreams";
+const CLUSTER: &str = "cluster mode: the raft coordinator";
+
+fn sse_default() -> SseConfig {
+    SseConfig::default()
+}
+fn coordinator_default() -> CoordinatorConfig {
+    CoordinatorConfig::default()
+}
+
+/// The table. Delete a row when its feature lands.
+const NOT_YET: &[NotYet] = &[
+    NotYet {
+        path: "routes[].sse.replay",
+        feature: RESUMABLE_SSE,
+        asks: Asks::Route(|r| r.sse.replay),
+    },
+    NotYet {
+        path: "routes[].sse.buffer_events",
+        feature: RESUMABLE_SSE,
+        asks: Asks::Route(|r| r.sse.buffer_events != sse_default().buffer_events),
+    },
+    NotYet {
+        path: "routes[].sse.buffer_ttl",
+        feature: RESUMABLE_SSE,
+        asks: Asks::Route(|r| r.sse.buffer_ttl != sse_default().buffer_ttl),
+    },
+    NotYet {
+        path: "routes[].sse.on_client_disconnect",
+        feature: "\"detach\": resumable SSE; this build cancels the upstream",
+        asks: Asks::Route(|r| r.sse.on_client_disconnect == DisconnectPolicy::Detach),
+    },
+    NotYet {
+        path: "routes[].sse.detach_grace",
+        feature: RESUMABLE_SSE,
+        asks: Asks::Route(|r| r.sse.detach_grace != sse_default().detach_grace),
+    },
+    NotYet {
+        path: "routes[].sse.producer_lease",
+        feature: RESUMABLE_SSE,
+        asks: Asks::Route(|r| r.sse.producer_lease != sse_default().producer_lease),
+    },
+    NotYet {
+        path: "coordinator.mode",
+        feature: "\"cluster\": the raft coordinator; use \"embedded\" or \"redis-lock\"",
+        asks: Asks::Node(|c| c.coordinator.mode == CoordinatorMode::Cluster),
+    },
+    NotYet {
+        path: "coordinator.endpoints",
+        feature: CLUSTER,
+        asks: Asks::Node(|c| !c.coordinator.endpoints.is_empty()),
+    },
+    NotYet {
+        path: "coordinator.heartbeat_interval",
+        feature: CLUSTER,
+        asks: Asks::Node(|c| {
+            c.coordinator.heartbeat_interval != coordinator_default().heartbeat_interval
+        }),
+    },
+    NotYet {
+        path: "coordinator.node_ttl",
+        feature: CLUSTER,
+        asks: Asks::Node(|c| c.coordinator.node_ttl != coordinator_default().node_ttl),
+    },
+    NotYet {
+        path: "state.tls",
+        feature: "Redis over TLS",
+        asks: Asks::Unmodelled,
+    },
+    NotYet {
+        path: "limits.on_store_error",
+        feature: "rate limits",
+        asks: Asks::Unmodelled,
+    },
+    NotYet {
+        path: "clients[].rate",
+        feature: "rate limits",
+        asks: Asks::Unmodelled,
+    },
+    NotYet {
+        path: "clients[].burst",
+        feature: "rate limits",
+        asks: Asks::Unmodelled,
+    },
+    NotYet {
+        path: "clients[].max_streams",
+        feature: "per-client stream limits",
+        asks: Asks::Unmodelled,
+    },
+    NotYet {
+        path: "log",
+        feature: "the [log] section: log files and rotation; logs go to stdout, \
+                  formatted as --log-format says",
+        asks: Asks::Unmodelled,
+    },
+];
+
+fn refusal(path: String, feature: &str) -> ConfigError {
+    ConfigError::new(path, format!("not supported by this build yet ({feature})"))
+}
+
+/// Refuses every modelled key set to something this build cannot honour,
+/// and a `state.redis_url` whose scheme it cannot connect with.
+pub(super) fn check(config: &Config, errors: &mut Vec<ConfigError>) {
+    for row in NOT_YET {
+        match row.asks {
+            Asks::Unmodelled => {}
+            Asks::Node(asks) => {
+                if asks(config) {
+                    errors.push(refusal(row.path.to_string(), row.feature));
+                }
+            }
+            Asks::Route(asks) => {
+                let field = row.path.trim_start_matches("routes[].");
+                for (i, route) in config.routes.iter().enumerate() {
+                    if asks(route) {
+                        errors.push(refusal(format!("routes[{i}].{field}"), row.feature));
+                    }
+                }
+            }
+        }
+    }
+    check_redis_url(&config.state.redis_url, errors);
+}
+
+/// The scheme of `state.redis_url` must be one this build connects with. The
+/// URL itself is never echoed: it may carry the Redis password.
+fn check_redis_url(url: &str, errors: &mut Vec<ConfigError>) {
+    const PATH: &str = "state.redis_url";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        errors.push(ConfigError::new(PATH, "must be a redis:// URL"));
+        return;
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if !REDIS_SCHEMES.contains(&scheme.as_str()) {
+        let shown: String = scheme
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "+-.".contains(*c))
+            .take(32)
+            .collect();
+        errors.push(ConfigError::new(
+            PATH,
+            format!(
+                "scheme \"{shown}\" is not supported by this build (only redis://; \
+                 TLS, sentinel, cluster and unix-socket connections are not built in)"
+            ),
+        ));
+    } else if rest.contains('?') {
+        // fred would silently ignore the parameters (e.g. a sentinel service name).
+        errors.push(ConfigError::new(
+            PATH,
+            "query parameters are not supported by this build",
+        ));
+    }
+}
+
+/// The refusal for `path`, an unknown key that the contract names but this
+/// build does not model yet; `None` for a plain unknown key (a typo).
+pub fn unmodelled_key(path: &str) -> Option<ConfigError> {
+    let pattern = without_indices(path);
+    NOT_YET
+        .iter()
+        .find(|row| matches!(row.asks, Asks::Unmodelled) && row.path == pattern)
+        .map(|row| refusal(path.to_string(), row.feature))
+}
+
+/// `clients[3].rate` → `clients[].rate`.
+fn without_indices(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(toml_text: &str) -> Vec<String> {
+        let cfg: Config = toml::from_str(toml_text).expect("parse");
+        match cfg.validate() {
+            Ok(()) => Vec::new(),
+            Err(errs) => errs.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const ROUTE: &str = "[[upstreams]]\nname = \"u\"\ntargets = [\"http://127.0.0.1:1\"]\n\
+                         [[routes]]\nname = \"r\"\npath_prefix = \"/r/\"\nupstream = \"u\"\n";
+
+    #[test]
+    fn keys_left_at_their_default_are_accepted() {
+        let explicit_defaults = format!(
+            "{ROUTE}[routes.sse]\nreplay = false\non_client_disconnect = \"cancel\"\n\
+             buffer_events = 1000\nproducer_lease = \"2s\"\n\
+             [coordinator]\nmode = \"embedded\"\nheartbeat_interval = \"500ms\"\n"
+        );
+        assert_eq!(errors(&explicit_defaults), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_modelled_row_is_refused_with_its_path() {
+        let text = format!(
+            "{ROUTE}[routes.sse]\nreplay = true\non_client_disconnect = \"detach\"\n\
+             detach_grace = \"5s\"\nproducer_lease = \"5s\"\nbuffer_events = 10\n\
+             buffer_ttl = \"1m\"\n\
+             [coordinator]\nmode = \"cluster\"\nendpoints = [\"http://c:7070\"]\n\
+             heartbeat_interval = \"1s\"\nnode_ttl = \"9s\"\n"
+        );
+        let errs = errors(&text);
+        for row in NOT_YET
+            .iter()
+            .filter(|r| !matches!(r.asks, Asks::Unmodelled))
+        {
+            let path = row.path.replace("routes[]", "routes[0]");
+            let want = format!("{path}: not supported by this build yet (");
+            assert!(
+                errs.iter().any(|e| e.starts_with(&want)),
+                "{want:?} missing in {errs:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_plain_redis_urls_are_accepted() {
+        for ok in ["redis://127.0.0.1:6379", "REDIS://u:p@h:1/2"] {
+            let mut e = Vec::new();
+            check_redis_url(ok, &mut e);
+            assert!(e.is_empty(), "{ok}: {e:?}");
+        }
+        for bad in [
+            "rediss://u:s3cret@h:6380",
+            "redis+sentinel://h:26379",
+            "redis-sentinel://h:26379?sentinelServiceName=m",
+            "redis-cluster://h:7000",
+            "redis+unix:///tmp/redis.sock",
+            "unix:///tmp/redis.sock",
+            "valkeys://h",
+            "http://h",
+        ] {
+            let mut e = Vec::new();
+            check_redis_url(bad, &mut e);
+            let msg = e.first().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                msg.starts_with("state.redis_url: scheme \"")
+                    && msg.contains("is not supported by this build"),
+                "{bad}: {msg}"
+            );
+            assert!(!msg.contains("s3cret"), "the URL is never echoed: {msg}");
+        }
+        let mut e = Vec::new();
+        check_redis_url("redis://h?sentinelServiceName=m", &mut e);
+        assert_eq!(e.len(), 1);
+        check_redis_url("127.0.0.1:6379", &mut e);
+        assert_eq!(e.len(), 2);
+    }
+
+    #[test]
+    fn unmodelled_keys_of_the_contract_get_the_feature_named() {
+        let e = unmodelled_key("clients[2].rate").expect("known");
+        assert_eq!(
+            e.to_string(),
+            "clients[2].rate: not supported by this build yet (rate limits)"
+        );
+        assert!(unmodelled_key("state.tls").is_some());
+        assert!(unmodelled_key("log").is_some());
+        assert!(unmodelled_key("limits.max_bodyy").is_none());
+        assert!(unmodelled_key("routes[0].sse.replay").is_none(), "modelled");
+    }
+}

@@ -1,0 +1,465 @@
+//! The configuration is honest: `rhizome-node check-config` and start-up
+//! refuse what this build cannot honour (Redis schemes it would connect to in
+//! plaintext, keys of features it does not have) naming the field, report
+//! every type error of a file in one run, and a token endpoint behind a
+//! private CA is trusted only through its credential's `ca_file`.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use rhizome_tests::harness::fixture;
+use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::secrets::{CLIENT_KEY, OAUTH_SECRET_A};
+use rhizome_tests::harness::{bin, Env};
+
+/// How long a refused node may take to exit.
+const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+fn run_node(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(bin("rhizome-node"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run rhizome-node")
+}
+
+/// `rhizome-node check-config FILE`: asserts a non-zero exit, returns stderr.
+fn check_config_refuses(cfg: &Path, env: &[(&str, &str)]) -> String {
+    let out = run_node(&["check-config", &cfg.display().to_string()], env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "check-config accepted {}:\n{stderr}",
+        cfg.display()
+    );
+    stderr
+}
+
+/// Runs `rhizome-node --config FILE` on ephemeral ports and asserts that it
+/// exits non-zero without ever listening; returns everything it printed.
+async fn start_up_refuses(cfg: &Path) -> String {
+    let mut cmd = tokio::process::Command::new(bin("rhizome-node"));
+    cmd.arg("--config")
+        .arg(cfg)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(EXIT_DEADLINE, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("the node started on {}", cfg.display()))
+        .expect("run rhizome-node");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the node accepted {}", cfg.display());
+    assert!(!printed.contains("listening"), "{printed}");
+    printed
+}
+
+fn assert_all(err: &str, wanted: &[&str]) {
+    for want in wanted {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+}
+
+const UPSTREAM_AND_ROUTE: &str = r#"
+[[upstreams]]
+name = "u"
+targets = ["http://127.0.0.1:1"]
+[[routes]]
+name = "r"
+path_prefix = "/r/"
+upstream = "u"
+"#;
+
+#[tokio::test]
+async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() {
+    let env = Env::new("config_redis_schemes");
+    // A stand-in Redis: if the node connected (in plaintext) it would land
+    // in this listener's backlog, password and all.
+    let fake_redis = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    fake_redis.set_nonblocking(true).expect("nonblocking");
+    let port = fake_redis.local_addr().expect("addr").port();
+    let cfg = env.path("redis.toml");
+    for scheme in [
+        "rediss",
+        "redis+sentinel",
+        "redis-sentinel",
+        "redis-cluster",
+        "redis+unix",
+        "unix",
+        "bogus",
+    ] {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[state]\nbackend = \"redis\"\n\
+                 redis_url = \"{scheme}://rz:redis-pw-never-shown@127.0.0.1:{port}/0\"\n\
+                 [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
+            ),
+        )
+        .expect("write");
+        let err = check_config_refuses(&cfg, &[]);
+        assert!(
+            err.contains(&format!(
+                "state.redis_url: scheme \"{scheme}\" is not supported by this build"
+            )),
+            "{scheme}: {err}"
+        );
+        assert!(!err.contains("redis-pw-never-shown"), "{err}");
+    }
+    // Start-up refuses a TLS URL too, before any connection is attempted:
+    // the password is never sent in clear.
+    let log = start_up_refuses(&cfg_with(&env, port)).await;
+    assert!(
+        log.contains("state.redis_url: scheme \"rediss\" is not supported by this build"),
+        "{log}"
+    );
+    assert!(!log.contains("redis-pw-never-shown"), "{log}");
+    assert!(
+        matches!(fake_redis.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the node connected to the Redis it was refused"
+    );
+}
+
+fn cfg_with(env: &Env, port: u16) -> std::path::PathBuf {
+    let cfg = env.path("rediss.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[state]\nbackend = \"redis\"\n\
+             redis_url = \"rediss://:redis-pw-never-shown@127.0.0.1:{port}\"\n\
+             [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
+        ),
+    )
+    .expect("write");
+    cfg
+}
+
+#[tokio::test]
+async fn keys_this_build_would_ignore_are_refused_naming_the_field() {
+    let env = Env::new("config_not_yet");
+    let cfg = env.path("not-yet.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[limits]
+on_store_error = "closed"
+
+[log]
+file = "/var/log/rhizome/node.log"
+
+[state]
+redis_url = "redis://10.0.0.1:6379"
+op_timeout = "1s"
+tls = { ca_file = "/etc/rhizome/redis-ca.pem" }
+
+[coordinator]
+mode = "cluster"
+endpoints = ["http://127.0.0.1:7070"]
+heartbeat_interval = "1s"
+node_ttl = "10s"
+
+[[clients]]
+name = "ci"
+key = "k"
+rate = "100/s"
+burst = 200
+max_streams = 5
+
+[[credentials]]
+name = "legacy"
+kind = "static"
+token = "t"
+refresh_margin = "1m"
+
+[[upstreams]]
+name = "u"
+targets = ["http://127.0.0.1:1"]
+ca_file = "/etc/rhizome/ca.pem"
+
+[[routes]]
+name = "r"
+path_prefix = "/r/"
+upstream = "u"
+session_idle_ttl = "5m"
+[routes.sse]
+replay = true
+buffer_events = 10
+buffer_ttl = "1m"
+on_client_disconnect = "detach"
+detach_grace = "5s"
+producer_lease = "5s"
+"#,
+    )
+    .expect("write");
+    let err = check_config_refuses(&cfg, &[]);
+    let not_yet = "not supported by this build yet (";
+    let refused: Vec<String> = [
+        "limits.on_store_error",
+        "log",
+        "state.tls",
+        "coordinator.mode",
+        "coordinator.endpoints",
+        "coordinator.heartbeat_interval",
+        "coordinator.node_ttl",
+        "clients[0].rate",
+        "clients[0].burst",
+        "clients[0].max_streams",
+        "routes[0].sse.replay",
+        "routes[0].sse.buffer_events",
+        "routes[0].sse.buffer_ttl",
+        "routes[0].sse.on_client_disconnect",
+        "routes[0].sse.detach_grace",
+        "routes[0].sse.producer_lease",
+    ]
+    .iter()
+    .map(|path| format!("error: {path}: {not_yet}"))
+    .collect();
+    assert_all(
+        &err,
+        &refused.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_all(
+        &err,
+        &[
+            "error: state.redis_url: only applies to state.backend = \"redis\"",
+            "error: state.op_timeout: only applies to state.backend = \"redis\"",
+            "error: credentials[0].refresh_margin: not a setting of kind \"static\"",
+            "error: upstreams[0].ca_file: only applies to https:// targets",
+            "error: routes[0].session_idle_ttl: only applies to session = \"mcp\"",
+        ],
+    );
+    // Start-up refuses the same file.
+    let log = start_up_refuses(&cfg).await;
+    assert!(
+        log.contains("routes[0].sse.producer_lease: not supported"),
+        "{log}"
+    );
+
+    // A key only redis-lock mode acts on.
+    std::fs::write(
+        &cfg,
+        format!("[state]\nbackend = \"redis\"\nencryption_key = \"k\"\n{UPSTREAM_AND_ROUTE}"),
+    )
+    .expect("write");
+    let err = check_config_refuses(&cfg, &[]);
+    assert!(
+        err.contains("state.encryption_key: only applies to coordinator.mode = \"redis-lock\""),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_examples_pass_check_config() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(examples).expect("examples dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = run_node(
+                &["check-config", &path.display().to_string()],
+                &[("DEMO_CLIENT_SECRET", "demo-secret")],
+            );
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} examples found");
+}
+
+#[tokio::test]
+async fn every_type_error_is_reported_in_one_run_with_its_path() {
+    let env = Env::new("config_type_errors");
+    let cfg = env.path("types.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[node]
+shutdown_grace = 5
+
+[limits]
+max_body = true
+max_bodyy = "1MiB"
+
+[[upstreams]]
+name = "u"
+targets = ["http://127.0.0.1:1"]
+
+[[upstreams]]
+name = "broken"
+targets = "http://127.0.0.1:2"
+
+[[routes]]
+name = "r"
+path_prefix = "/r/"
+upstream = "u"
+timeout = "abc"
+
+[[routes]]
+name = 5
+path_prefix = "/five/"
+upstream = "u"
+
+[[routes]]
+name = "s"
+path_prefix = "/s/"
+upstream = "nope"
+retry_body_limit = []
+
+[[routes]]
+name = "b"
+path_prefix = "/b/"
+upstream = "broken"
+"#,
+    )
+    .expect("write");
+    let env_vars = [("RHIZOME__LIMITS__HEADER_READ_TIMEOUT", "soon")];
+    let err = check_config_refuses(&cfg, &env_vars);
+    assert_all(
+        &err,
+        &[
+            "error: node.shutdown_grace: ",
+            "error: limits.max_body: ",
+            "error: limits.max_bodyy: unknown field",
+            "error: upstreams[1].targets: ",
+            "error: routes[0].timeout: ",
+            "error: routes[1].name: ",
+            // Indices are the ones written, past the route dropped above.
+            "error: routes[2].retry_body_limit: ",
+            // The environment layer is checked too, and says where it came from.
+            "error: limits.header_read_timeout: ",
+            "(set by `RHIZOME__` environment variable(s))",
+            // Semantic errors come in the same run…
+            "error: routes[2].upstream: unknown upstream \"nope\"",
+        ],
+    );
+    // …but not the ones that only follow from a dropped element.
+    assert!(!err.contains("unknown upstream \"broken\""), "{err}");
+    assert_eq!(err.lines().count(), 9, "{err}");
+    // Start-up reports the same errors.
+    let out = run_node(&["--config", &cfg.display().to_string()], &env_vars);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: routes[2].retry_body_limit: "),
+        "{stderr}"
+    );
+}
+
+/// A config whose credential `trusted` fetches its token from the TLS mock
+/// trusting `ca_file`, and `untrusted` from the same endpoint without it.
+fn private_ca_config(port: u16, cert: &Path) -> String {
+    let cert = cert.display();
+    format!(
+        r#"
+[[clients]]
+name = "ci"
+key = "{CLIENT_KEY}"
+[[credentials]]
+name = "trusted"
+kind = "oauth2_client_credentials"
+token_url = "https://localhost:{port}/oauth/token"
+ca_file = "{cert}"
+client_id = "svc-a"
+client_secret = "{OAUTH_SECRET_A}"
+[[credentials]]
+name = "untrusted"
+kind = "oauth2_client_credentials"
+token_url = "https://localhost:{port}/oauth/token"
+client_id = "svc-a"
+client_secret = "{OAUTH_SECRET_A}"
+[[upstreams]]
+name = "idp-api"
+targets = ["https://localhost:{port}"]
+ca_file = "{cert}"
+[[routes]]
+name = "trusted"
+path_prefix = "/t/"
+strip_prefix = true
+upstream = "idp-api"
+credentials = ["trusted"]
+[[routes]]
+name = "untrusted"
+path_prefix = "/u/"
+strip_prefix = true
+upstream = "idp-api"
+credentials = ["untrusted"]
+"#
+    )
+}
+
+#[tokio::test]
+async fn token_endpoint_behind_a_private_ca_is_trusted_through_ca_file() {
+    let env = Env::new("config_token_ca_file");
+    let cert = env.path("idp-ca.pem");
+    let cert_arg = cert.display().to_string();
+    let client = format!("svc-a:{OAUTH_SECRET_A}");
+    let idp = env
+        .mock(
+            "idp-tls",
+            &["--client", &client, "--tls", "--cert-out", &cert_arg],
+        )
+        .await;
+    let node = env
+        .node("node", &private_ca_config(idp.addr.port(), &cert))
+        .await;
+    let c = Client::new();
+    let auth = fixture::bearer();
+    let h = [("authorization", auth.as_str())];
+
+    let r = c.get(&node.url("/t/x"), &h).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["credential"]["kind"], "oauth");
+    assert_eq!(r.json()["credential"]["client_id"], "svc-a");
+
+    // Without ca_file the IdP's certificate is not trusted: the token fetch
+    // fails and the request gets the documented 503, never a request without
+    // a token.
+    let r = c.get(&node.url("/u/x"), &h).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "no_healthy_credential");
+    node.proc
+        .wait_log("invalid peer certificate", Duration::from_secs(10))
+        .await;
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn unreadable_or_invalid_ca_file_is_a_config_error() {
+    let env = Env::new("config_bad_ca_file");
+    let not_pem = env.path("not-a-cert.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").expect("write");
+    for (ca_file, why) in [
+        (env.path("missing.pem"), "missing"),
+        (not_pem, "no certificate"),
+    ] {
+        let cfg = env.path("bad-ca.toml");
+        std::fs::write(&cfg, private_ca_config(1, &ca_file)).expect("write");
+        let err = check_config_refuses(&cfg, &[]);
+        assert!(err.contains("credentials[0]: ca_file: "), "{why}: {err}");
+        let log = start_up_refuses(&cfg).await;
+        assert!(log.contains("credentials[0]: ca_file: "), "{why}: {log}");
+    }
+    // ca_file with a plain-HTTP token endpoint would be ignored: refused.
+    let cfg = env.path("http-ca.toml");
+    std::fs::write(
+        &cfg,
+        private_ca_config(1, &env.path("x.pem"))
+            .replace("https://localhost:1/oauth", "http://localhost:1/oauth"),
+    )
+    .expect("write");
+    let err = check_config_refuses(&cfg, &[]);
+    assert!(
+        err.contains("credentials[0].ca_file: only applies to an https:// token_url"),
+        "{err}"
+    );
+}
