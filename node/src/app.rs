@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use rhizome_proto::config::{ConfigError, CoordinatorMode};
+use rhizome_proto::config::ConfigError;
 use rhizome_proto::records::StateEvent;
 use rhizome_proto::Config;
 
 use crate::auth::ClientKeys;
 use crate::credentials::Credentials;
+use crate::ownership::{self, Ownership};
 use crate::routing::Router;
 use crate::session::Sessions;
 use crate::shutdown::Shutdown;
@@ -46,8 +47,8 @@ pub struct App {
     pub state: SharedState,
     /// MCP sessions.
     pub sessions: Arc<Sessions>,
-    /// Who refreshes credentials: shown in the admin view.
-    pub owner: String,
+    /// Who refreshes which credential.
+    pub ownership: Arc<dyn Ownership>,
     ready: AtomicBool,
 }
 
@@ -106,10 +107,12 @@ impl App {
             config.limits.max_body.as_u64(),
         )?;
         let sessions = Arc::new(Sessions::new(state.sessions.clone(), state.redis.clone()));
-        let owner = match config.coordinator.mode {
-            CoordinatorMode::Embedded => node_id.clone(),
-            _ => "any node (redis-lock)".to_string(),
-        };
+        let ownership = ownership::build(
+            config.coordinator.mode,
+            &node_id,
+            credentials.iter().cloned().collect(),
+            shutdown.tasks().clone(),
+        );
         Ok(App {
             node_id,
             intent_path: config.node.intent_path.clone(),
@@ -122,7 +125,7 @@ impl App {
             shutdown,
             state,
             sessions,
-            owner,
+            ownership,
             ready: AtomicBool::new(false),
         })
     }

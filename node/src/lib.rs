@@ -15,6 +15,8 @@
 //!   header hygiene.
 //! - [`sse`]: incremental SSE parser and the relay that forwards events as
 //!   soon as they are complete.
+//! - [`ownership`]: who refreshes which credential (embedded, redis-lock),
+//!   under which fencing epoch; starts and stops refresh work per credential.
 //! - [`session`]: MCP session mapping (proxy ids, pinned targets, local cache).
 //! - [`state`]: shared state: sessions (memory or Redis), token records,
 //!   locks and events in Redis.
@@ -28,6 +30,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod metrics;
+pub mod ownership;
 pub mod proxy;
 pub mod routing;
 pub mod server;
@@ -43,7 +46,7 @@ mod app;
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use rhizome_proto::config::{ConfigError, CoordinatorMode};
+use rhizome_proto::config::ConfigError;
 use rhizome_proto::Config;
 use tokio::net::TcpListener;
 
@@ -96,16 +99,7 @@ pub async fn run(
             shutdown.token(),
         );
     }
-    // Embedded: this node owns every credential and refreshes them ahead.
-    // redis-lock: every node refreshes ahead; the fenced lock lets one call through.
-    crate::metrics::ownership_embedded();
-    let owns = config.coordinator.mode == CoordinatorMode::Embedded;
-    for cred in app.credentials.iter() {
-        crate::metrics::credential_owned(&cred.name, owns);
-        shutdown
-            .tasks()
-            .spawn(cred.clone().refresh_ahead(shutdown.token()));
-    }
+    app.ownership.start(&shutdown.token());
 
     let grace = config.node.shutdown_grace;
     let router = admin::router(app.clone());

@@ -9,13 +9,17 @@
 //! - [`error`]: [`ErrorCode`], the stable `snake_case` codes of Rhizome's own JSON errors.
 //! - [`records`]: shared-state keys, records and events (tokens, sessions).
 //! - [`codec`]: the one binary encoding of those records (bincode, swappable).
+//! - [`epoch`]: [`Epoch`], the one fencing order shared by raft assignments
+//!   and the degraded-mode lock.
 
 pub mod codec;
 pub mod config;
+pub mod epoch;
 pub mod error;
 pub mod records;
 pub mod secret;
 
 pub use config::Config;
+pub use epoch::Epoch;
 pub use error::ErrorCode;
 pub use secret::Secret;

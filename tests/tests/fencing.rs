@@ -80,9 +80,17 @@ async fn a_stale_writer_is_fenced_out_after_its_lock_expired_and_was_retaken() {
     let a = node(client(redis.port).await, "a", Duration::from_millis(300)).await;
     let b = node(client(redis.port).await, "b", LONG_LEASE).await;
 
-    let stale = a.try_lock(CRED).await.expect("answered").expect("a locks");
+    let stale = a
+        .try_lock(CRED, 0)
+        .await
+        .expect("answered")
+        .expect("a locks");
     wait_lock_expired(&redis).await;
-    let fresh = b.try_lock(CRED).await.expect("answered").expect("b locks");
+    let fresh = b
+        .try_lock(CRED, 0)
+        .await
+        .expect("answered")
+        .expect("b locks");
     assert!(
         fresh.epoch > stale.epoch,
         "{} > {}",
@@ -103,13 +111,21 @@ async fn unlock_by_a_former_holder_leaves_the_new_holders_lock() {
     let a = node(client(redis.port).await, "a", Duration::from_millis(300)).await;
     let b = node(client(redis.port).await, "b", LONG_LEASE).await;
 
-    let former = a.try_lock(CRED).await.expect("answered").expect("a locks");
+    let former = a
+        .try_lock(CRED, 0)
+        .await
+        .expect("answered")
+        .expect("a locks");
     wait_lock_expired(&redis).await;
-    let _held = b.try_lock(CRED).await.expect("answered").expect("b locks");
+    let _held = b
+        .try_lock(CRED, 0)
+        .await
+        .expect("answered")
+        .expect("b locks");
     a.unlock(CRED, &former).await;
 
     assert!(
-        a.try_lock(CRED).await.expect("answered").is_none(),
+        a.try_lock(CRED, 0).await.expect("answered").is_none(),
         "b still holds the lock"
     );
     assert!(
@@ -126,7 +142,11 @@ async fn a_lost_fence_counter_cannot_rewind_the_epoch() {
     let b = node(client(redis.port).await, "b", LONG_LEASE).await;
     let mut last = None;
     for i in 0..3 {
-        let lease = a.try_lock(CRED).await.expect("answered").expect("a locks");
+        let lease = a
+            .try_lock(CRED, 0)
+            .await
+            .expect("answered")
+            .expect("a locks");
         write(&a, &lease, &format!("tok-a{i}"))
             .await
             .expect("a writes");
@@ -137,7 +157,11 @@ async fn a_lost_fence_counter_cannot_rewind_the_epoch() {
 
     // The counter is lost (evicted, a partial restore) while the record survives.
     assert_eq!(redis.cli(&["DEL", &fence_key(CRED)]).trim(), "1");
-    let next = b.try_lock(CRED).await.expect("answered").expect("b locks");
+    let next = b
+        .try_lock(CRED, 0)
+        .await
+        .expect("answered")
+        .expect("b locks");
     assert!(
         next.epoch > last,
         "epoch {} after the record's {last}",
@@ -149,9 +173,60 @@ async fn a_lost_fence_counter_cannot_rewind_the_epoch() {
     assert_eq!(stored(&b).await, Some(("tok-b".to_string(), version)));
     assert_eq!(
         redis.cli(&["GET", &fence_key(CRED)]).trim(),
-        next.epoch.to_string(),
+        next.epoch.lock.to_string(),
         "the counter is back at the epoch handed out"
     );
+}
+
+#[tokio::test]
+async fn a_newer_assignment_fences_out_degraded_writes_and_refuses_their_leases() {
+    let env = Env::new("fencing_assignments");
+    let redis = env.redis().await;
+    let degraded = node(client(redis.port).await, "a", Duration::from_millis(300)).await;
+    let owner = node(client(redis.port).await, "b", LONG_LEASE).await;
+
+    // A degraded-mode holder under assignment 7 runs its counter up.
+    let mut old = None;
+    for i in 0..3 {
+        let lease = degraded
+            .try_lock(CRED, 7)
+            .await
+            .expect("answered")
+            .expect("locks");
+        write(&degraded, &lease, &format!("tok-old{i}"))
+            .await
+            .expect("writes");
+        degraded.unlock(CRED, &lease).await;
+        old = Some(lease);
+    }
+    let old = old.expect("leases");
+    // The coordinator assigns the credential anew (raft index 8).
+    let lease = owner
+        .try_lock(CRED, 8)
+        .await
+        .expect("answered")
+        .expect("locks");
+    assert!(lease.epoch > old.epoch, "{} > {}", lease.epoch, old.epoch);
+    let version = write(&owner, &lease, "tok-new").await.expect("writes");
+    owner.unlock(CRED, &lease).await;
+    assert_eq!(write(&degraded, &old, "tok-late").await, None, "fenced out");
+    assert!(
+        degraded
+            .try_lock(CRED, 7)
+            .await
+            .expect("answered")
+            .is_none(),
+        "a lease under the older assignment is refused"
+    );
+    assert_eq!(stored(&owner).await, Some(("tok-new".to_string(), version)));
+    // Degraded writes under the new assignment are ordered by the counter again.
+    let next = degraded
+        .try_lock(CRED, 8)
+        .await
+        .expect("answered")
+        .expect("locks");
+    assert!(next.epoch > lease.epoch);
+    env.assert_logs_clean();
 }
 
 #[tokio::test]
@@ -160,7 +235,7 @@ async fn invalidation_is_compare_and_set_on_the_version() {
     let redis = env.redis().await;
     let a = node(client(redis.port).await, "a", LONG_LEASE).await;
 
-    let lease = a.try_lock(CRED).await.expect("answered").expect("locks");
+    let lease = a.try_lock(CRED, 0).await.expect("answered").expect("locks");
     let v1 = write(&a, &lease, "tok-1").await.expect("writes");
     a.unlock(CRED, &lease).await;
     assert!(a.invalidate(CRED, v1).await.expect("answered"));
@@ -170,7 +245,7 @@ async fn invalidation_is_compare_and_set_on_the_version() {
         "a second invalidation of the same version is a no-op"
     );
 
-    let lease = a.try_lock(CRED).await.expect("answered").expect("locks");
+    let lease = a.try_lock(CRED, 0).await.expect("answered").expect("locks");
     let v2 = write(&a, &lease, "tok-2").await.expect("writes");
     a.unlock(CRED, &lease).await;
     assert!(
@@ -185,7 +260,7 @@ async fn invalidation_is_compare_and_set_on_the_version() {
 /// down; the first answer counts.
 async fn first_lock_answer(tokens: &SharedTokens) -> bool {
     wait_for("a lock answer", Duration::from_secs(5), || async {
-        match tokens.try_lock(CRED).await {
+        match tokens.try_lock(CRED, 0).await {
             Ok(lease) => Some(lease.is_some()),
             Err(StateError::Unavailable(_)) => None,
             Err(e) => panic!("{e}"),
@@ -201,7 +276,7 @@ async fn a_lock_attempt_abandoned_while_redis_was_frozen_never_takes_the_lock() 
     let a = node(client(redis.port).await, "a", LONG_LEASE).await;
 
     redis.pause();
-    let gave_up = a.try_lock(CRED).await;
+    let gave_up = a.try_lock(CRED, 0).await;
     redis.resume();
     assert!(
         matches!(gave_up, Err(StateError::Unavailable(_))),
@@ -298,7 +373,7 @@ async fn a_lock_command_delivered_after_its_caller_gave_up_does_nothing() {
 
     let before = evalsha_calls(&redis);
     link.hold(true);
-    let gave_up = a.try_lock(CRED).await;
+    let gave_up = a.try_lock(CRED, 0).await;
     assert!(
         matches!(gave_up, Err(StateError::Unavailable(_))),
         "{gave_up:?}"
@@ -344,7 +419,7 @@ async fn a_lock_attempt_dropped_while_redis_was_unreachable_does_not_lock_after_
         "a lock attempt that reached the client",
         Duration::from_secs(5),
         || async {
-            match tokio::time::timeout(Duration::from_millis(50), a.try_lock(CRED)).await {
+            match tokio::time::timeout(Duration::from_millis(50), a.try_lock(CRED, 0)).await {
                 Ok(Err(StateError::Unavailable(e))) if e.contains("failing fast") => None,
                 Ok(Ok(Some(_))) => panic!("locked while Redis was unreachable"),
                 _ => Some(()),

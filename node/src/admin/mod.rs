@@ -146,7 +146,11 @@ pub struct CredentialList {
 async fn list_credentials(State(app): State<Arc<App>>) -> Json<CredentialList> {
     Json(CredentialList {
         node: app.node_id.clone(),
-        credentials: app.credentials.iter().map(|c| c.view(&app.owner)).collect(),
+        credentials: app
+            .credentials
+            .iter()
+            .map(|c| c.view(&app.ownership.owner(c)))
+            .collect(),
     })
 }
 
@@ -167,7 +171,7 @@ async fn refresh_credential(
             format!("refresh failed: {e}"),
         ))
     })?;
-    Ok(Json(cred.view(&app.owner)))
+    Ok(Json(cred.view(&app.ownership.owner(cred))))
 }
 
 /// Result of dropping a token.

@@ -12,6 +12,7 @@ mod shared;
 pub mod source;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
+use crate::ownership::Owner;
 use crate::state::tokens::{Lease, SharedTokens};
 use crate::upstream::HttpClient;
 pub use cache::Token;
@@ -53,6 +55,9 @@ pub struct Credential {
     /// A token obtained while shared state could not take it (G6): served
     /// locally and written once Redis answers again.
     unsynced: Mutex<Option<(source::Minted, Lease)>>,
+    /// Raft index of the assignment this node refreshes under (0 without a
+    /// coordinator); the first half of every fencing epoch it takes.
+    assignment: AtomicU64,
 }
 
 /// What to do after upstream answered 401 to a token.
@@ -74,8 +79,9 @@ pub struct CredentialView {
     pub kind: String,
     /// Node that refreshes it.
     pub owner: String,
-    /// Ownership epoch (always 1 on the embedded default).
-    pub epoch: u64,
+    /// Fencing epoch of its refreshes, `assignment.lock` (the raft index of
+    /// the assignment, 0 without a coordinator).
+    pub epoch: String,
     /// Whether a token is cached.
     pub has_token: bool,
     /// Seconds until the cached token expires.
@@ -123,6 +129,7 @@ impl Credential {
             shared,
             reauth: Reauth::default(),
             unsynced: Mutex::new(None),
+            assignment: AtomicU64::new(0),
         })
     }
 
@@ -158,6 +165,16 @@ impl Credential {
         let token = self.cache.usable()?;
         token.mark_used();
         Some(token)
+    }
+
+    /// The assignment this node refreshes the credential under.
+    pub fn assignment(&self) -> u64 {
+        self.assignment.load(Ordering::Acquire)
+    }
+
+    /// Acts under assignment `index` from now on (set by the ownership policy).
+    pub fn set_assignment(&self, index: u64) {
+        self.assignment.store(index, Ordering::Release);
     }
 
     /// True while a token fetch for this credential is under way.
@@ -387,7 +404,7 @@ impl Credential {
     }
 
     /// The admin view.
-    pub fn view(&self, owner: &str) -> CredentialView {
+    pub fn view(&self, owner: &Owner) -> CredentialView {
         let token = self.cache.peek();
         let now = SystemTime::now();
         let unix = |t: SystemTime| {
@@ -403,8 +420,8 @@ impl Credential {
                 CredentialKind::Jwt => "jwt",
             }
             .into(),
-            owner: owner.to_string(),
-            epoch: 1,
+            owner: owner.node.clone(),
+            epoch: owner.epoch.to_string(),
             has_token: token.is_some(),
             expires_in: token
                 .as_ref()

@@ -79,7 +79,11 @@ pub async fn obtain(
                 return Ok(into_minted(rec));
             }
         }
-        if let Some(lease) = shared.try_lock(&cred.name).await.map_err(state_err)? {
+        if let Some(lease) = shared
+            .try_lock(&cred.name, cred.assignment())
+            .await
+            .map_err(state_err)?
+        {
             let result = refresh_locked(cred, shared, want, margin, &lease, counts).await;
             shared.unlock(&cred.name, &lease).await;
             if let Some(minted) = result? {
@@ -115,7 +119,7 @@ async fn refresh_locked(
     let version = match write(cred, shared, lease, &minted).await {
         Ok(Some(version)) => version,
         Ok(None) => {
-            tracing::warn!(credential = %cred.name, epoch = lease.epoch, "token write fenced out by a newer epoch");
+            tracing::warn!(credential = %cred.name, epoch = %lease.epoch, "token write fenced out by a newer epoch");
             return Ok(None);
         }
         Err(e) => {

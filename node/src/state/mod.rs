@@ -4,6 +4,7 @@
 //! the event subscription that keeps local caches fresh.
 
 pub mod events;
+pub mod lease;
 pub mod redis;
 pub mod sessions;
 pub mod tokens;

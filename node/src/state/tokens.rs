@@ -1,10 +1,11 @@
 //! Token records in Redis (DESIGN §4): `rz:tok:{cred}` is a hash holding the
 //! token (AES-256-GCM encrypted when `state.encryption_key` is set), its
-//! times, a cluster-wide `version` and the writer's fencing `epoch`. It is
+//! times, a cluster-wide `version` and the writer's fencing epoch
+//! (`epoch_a`, `epoch_l`: see [`rhizome_proto::Epoch`]). It is
 //! written only by a Lua script that refuses an epoch lower than the stored
 //! one, so a stale writer (paused, then resumed) cannot overwrite a newer
-//! token. Refreshes are single-flight cluster-wide under a `SET NX PX` lock
-//! whose acquisition takes the next fencing epoch. Invalidation after a 401 is
+//! token. Refreshes are single-flight cluster-wide under a fenced lease
+//! ([`super::lease`]) whose acquisition takes the next fencing epoch. Invalidation after a 401 is
 //! compare-and-set on the version. Taking the lock and writing a token carry
 //! a deadline ([`Script::with_deadline`]): run after their caller gave up (a
 //! frozen Redis resuming), they do nothing.
@@ -20,16 +21,21 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+pub use super::lease::Lease;
+use super::lease::{FencedLeases, LeaseKeys};
 use super::redis::{Redis, Script, StateError};
 
-/// Writes a record if the writer's epoch is not older than the stored one;
-/// returns the new version, or -1 when fenced out. Run with a deadline.
+/// Writes a record if the writer's epoch (assignment, lock) is not older than
+/// the stored one; returns the new version, or -1 when fenced out. Run with a
+/// deadline.
 const WRITE: &str = r"
-local stored = tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0')
-if tonumber(ARGV[1]) < stored then return -1 end
+local sa = tonumber(redis.call('HGET', KEYS[1], 'epoch_a') or '0')
+local sl = tonumber(redis.call('HGET', KEYS[1], 'epoch_l') or '0')
+local a, l = tonumber(ARGV[1]), tonumber(ARGV[2])
+if a < sa or (a == sa and l < sl) then return -1 end
 local v = redis.call('HINCRBY', KEYS[1], 'version', 1)
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'token', ARGV[2], 'obtained_ms', ARGV[3],
-  'expires_ms', ARGV[4], 'claims', ARGV[5], 'writer', ARGV[6], 'valid', '1')
+redis.call('HSET', KEYS[1], 'epoch_a', ARGV[1], 'epoch_l', ARGV[2], 'token', ARGV[3],
+  'obtained_ms', ARGV[4], 'expires_ms', ARGV[5], 'claims', ARGV[6], 'writer', ARGV[7], 'valid', '1')
 return v";
 
 /// Marks the token invalid if it is still `version`; returns 1 if it did.
@@ -39,27 +45,6 @@ if redis.call('HGET', KEYS[1], 'version') == ARGV[1] and redis.call('HGET', KEYS
   redis.call('HDEL', KEYS[1], 'token')
   return 1
 end
-return 0";
-
-/// Takes the refresh lock and the next fencing epoch, or returns -1. The
-/// epoch is never at or below the record's (the counter may have been lost
-/// while the record survived), or every write would be fenced out. Run with a
-/// deadline.
-const LOCK: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local e = redis.call('INCR', KEYS[2])
-  local s = tonumber(redis.call('HGET', KEYS[3], 'epoch') or '0')
-  if e <= s then
-    e = s + 1
-    redis.call('SET', KEYS[2], e)
-  end
-  return e
-end
-return -1";
-
-/// Releases the lock only if this owner still holds it.
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0";
 
 /// A token record as read from Redis.
@@ -77,25 +62,24 @@ pub struct Record {
     pub claims: Option<serde_json::Value>,
 }
 
-/// A held refresh lock.
-#[derive(Debug, Clone)]
-pub struct Lease {
-    owner: String,
-    /// Fencing epoch taken with the lock.
-    pub epoch: u64,
-}
-
 /// Token records, locks and fencing for one node.
 #[derive(Debug)]
 pub struct SharedTokens {
     redis: Arc<Redis>,
     node_id: String,
     cipher: Option<Cipher>,
-    lock_lease: Duration,
+    leases: FencedLeases,
     write: Script,
     invalidate: Script,
-    lock: Script,
-    unlock: Script,
+}
+
+/// The lease keys of `cred`'s refresh lock (its record is the guarded one).
+fn lease_keys(cred: &str) -> LeaseKeys {
+    LeaseKeys {
+        lease: lock_key(cred),
+        fence: fence_key(cred),
+        record: token_key(cred),
+    }
 }
 
 impl SharedTokens {
@@ -107,17 +91,14 @@ impl SharedTokens {
         lock_lease: Duration,
     ) -> Result<Self, StateError> {
         Ok(SharedTokens {
+            leases: FencedLeases::new(redis.clone(), node_id, lock_lease),
             redis,
             node_id: node_id.to_string(),
             cipher: key.map(Cipher::new).transpose()?,
-            lock_lease,
             write: Script::with_deadline(WRITE),
             // Compare-and-set on the version: a late run still hits only the
             // version its caller saw rejected.
             invalidate: Script::new(INVALIDATE),
-            lock: Script::with_deadline(LOCK),
-            // Checks the owner: a late run releases nobody else's lock.
-            unlock: Script::new(UNLOCK),
         })
     }
 
@@ -129,7 +110,8 @@ impl SharedTokens {
     /// Loads the Lua scripts (`SCRIPT LOAD`) so later calls are plain
     /// `EVALSHA`; a script flushed later is reloaded on `NOSCRIPT`.
     pub async fn preload(&self) -> Result<(), StateError> {
-        for script in [&self.write, &self.invalidate, &self.lock, &self.unlock] {
+        let [acquire, release] = self.leases.scripts();
+        for script in [&self.write, &self.invalidate, acquire, release] {
             self.redis.load(script).await?;
         }
         Ok(())
@@ -170,45 +152,20 @@ impl SharedTokens {
         }))
     }
 
-    /// Tries to take `cred`'s refresh lock.
-    pub async fn try_lock(&self, cred: &str) -> Result<Option<Lease>, StateError> {
-        let owner = format!(
-            "{}:{}",
-            self.node_id,
-            hex::encode(rand::random::<[u8; 8]>())
-        );
-        let lease_ms = u64::try_from(self.lock_lease.as_millis())
-            .unwrap_or(u64::MAX)
-            .to_string();
-        let keys = vec![lock_key(cred), fence_key(cred), token_key(cred)];
-        let epoch: i64 = self
-            .redis
-            .eval(
-                "token_lock",
-                &self.lock,
-                keys,
-                vec![owner.clone(), lease_ms],
-            )
+    /// Tries to take `cred`'s refresh lock under `assignment` (0 without a
+    /// coordinator); `None` while somebody else holds it or the record was
+    /// written under a newer assignment.
+    pub async fn try_lock(&self, cred: &str, assignment: u64) -> Result<Option<Lease>, StateError> {
+        let taken = self
+            .leases
+            .try_acquire(&lease_keys(cred), assignment)
             .await?;
-        Ok(u64::try_from(epoch)
-            .ok()
-            .map(|epoch| Lease { owner, epoch }))
+        Ok(taken.ok())
     }
 
     /// Releases a lock this node holds (best effort: it also expires).
     pub async fn unlock(&self, cred: &str, lease: &Lease) {
-        let released = self
-            .redis
-            .eval::<i64>(
-                "token_unlock",
-                &self.unlock,
-                vec![lock_key(cred)],
-                vec![lease.owner.clone()],
-            )
-            .await;
-        if let Err(e) = released {
-            tracing::debug!(credential = %cred, error = %e, "unlock failed; the lock will expire");
-        }
+        self.leases.release(&lease_keys(cred), lease).await;
     }
 
     /// Writes a token under `lease`; returns its version, or `None` when a
@@ -227,7 +184,8 @@ impl SharedTokens {
             None => value.expose_secret().to_string(),
         };
         let args = vec![
-            lease.epoch.to_string(),
+            lease.epoch.assignment.to_string(),
+            lease.epoch.lock.to_string(),
             token,
             obtained_ms.to_string(),
             expires_ms.unwrap_or(0).to_string(),

@@ -1,0 +1,132 @@
+//! Who refreshes which credential. Exactly one party should call a token
+//! endpoint ahead of expiry for each credential (G1); which party that is
+//! depends on `coordinator.mode`, and this module is the one place that
+//! decides it. An [`Ownership`] says which node owns a credential under which
+//! [`Epoch`], starts and stops the refresh-ahead work of the credentials this
+//! node owns, and steps down on demand (shutdown; a node that lost touch with
+//! its coordinator steps down before anybody else steps up).
+//!
+//! Implementations:
+//! - [`Embedded`]: one node owns every credential (the single-node default);
+//! - [`RedisLock`]: every node runs the refresh-ahead timer from the shared
+//!   record's schedule and the fenced lease in Redis lets exactly one token
+//!   call through per refresh; nobody owns a credential for long.
+//!
+//! The raft coordinator plugs in here as a third implementation, moving
+//! credentials between nodes with [`Refreshers::start`] / [`Refreshers::stop`]
+//! and acting under the assignment's epoch ([`Credential::set_assignment`]).
+
+mod refreshers;
+
+use std::sync::Arc;
+
+use rhizome_proto::config::CoordinatorMode;
+use rhizome_proto::Epoch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::credentials::Credential;
+use crate::metrics;
+pub use refreshers::Refreshers;
+
+/// Who owns a credential, as the admin view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// Node that refreshes it, or a description of who may.
+    pub node: String,
+    /// The epoch its refreshes are fenced with.
+    pub epoch: Epoch,
+}
+
+/// The credential-ownership policy of a node.
+pub trait Ownership: Send + Sync + std::fmt::Debug {
+    /// The configured mode, for logs and the admin view.
+    fn mode(&self) -> CoordinatorMode;
+    /// Who owns `credential`.
+    fn owner(&self, credential: &Credential) -> Owner;
+    /// Starts refresh work for what this node owns; stops with `shutdown`.
+    fn start(&self, shutdown: &CancellationToken);
+    /// Stops acting as owner of anything, at once.
+    fn step_down(&self);
+}
+
+/// Builds the ownership policy of `mode` over `credentials`.
+pub fn build(
+    mode: CoordinatorMode,
+    node_id: &str,
+    credentials: Vec<Arc<Credential>>,
+    tasks: TaskTracker,
+) -> Arc<dyn Ownership> {
+    let refreshers = Refreshers::new(credentials, tasks);
+    match mode {
+        CoordinatorMode::RedisLock => Arc::new(RedisLock { refreshers }),
+        // `cluster` is refused by config validation until the coordinator lands.
+        _ => Arc::new(Embedded {
+            node_id: node_id.to_string(),
+            refreshers,
+        }),
+    }
+}
+
+/// One node owns every credential.
+#[derive(Debug)]
+pub struct Embedded {
+    node_id: String,
+    refreshers: Refreshers,
+}
+
+impl Ownership for Embedded {
+    fn mode(&self) -> CoordinatorMode {
+        CoordinatorMode::Embedded
+    }
+
+    fn owner(&self, _credential: &Credential) -> Owner {
+        Owner {
+            node: self.node_id.clone(),
+            epoch: Epoch::default(),
+        }
+    }
+
+    fn start(&self, shutdown: &CancellationToken) {
+        metrics::ownership_embedded();
+        for name in self.refreshers.names() {
+            metrics::credential_owned(&name, true);
+            self.refreshers.start(&name, shutdown);
+        }
+    }
+
+    fn step_down(&self) {
+        self.refreshers.stop_all();
+    }
+}
+
+/// Every node refreshes ahead; the fenced lease in Redis lets one through.
+#[derive(Debug)]
+pub struct RedisLock {
+    refreshers: Refreshers,
+}
+
+impl Ownership for RedisLock {
+    fn mode(&self) -> CoordinatorMode {
+        CoordinatorMode::RedisLock
+    }
+
+    fn owner(&self, credential: &Credential) -> Owner {
+        Owner {
+            node: "any node (redis-lock)".into(),
+            epoch: Epoch::new(credential.assignment(), 0),
+        }
+    }
+
+    fn start(&self, shutdown: &CancellationToken) {
+        metrics::ownership_embedded();
+        for name in self.refreshers.names() {
+            metrics::credential_owned(&name, false);
+            self.refreshers.start(&name, shutdown);
+        }
+    }
+
+    fn step_down(&self) {
+        self.refreshers.stop_all();
+    }
+}

@@ -1,0 +1,76 @@
+//! The refresh-ahead tasks of the credentials a node owns, one per
+//! credential, started and stopped as ownership moves. Each task runs
+//! [`Credential::refresh_ahead`] under its own cancellation token (a child of
+//! the node's shutdown), so stepping down stops exactly the refreshes of what
+//! was given up and nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::credentials::Credential;
+
+/// Refresh-ahead tasks by credential name.
+#[derive(Debug)]
+pub struct Refreshers {
+    credentials: HashMap<String, Arc<Credential>>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+    tasks: TaskTracker,
+}
+
+impl Refreshers {
+    /// Refreshers for `credentials`, spawned on `tasks`.
+    pub fn new(credentials: Vec<Arc<Credential>>, tasks: TaskTracker) -> Self {
+        Refreshers {
+            credentials: credentials
+                .into_iter()
+                .map(|c| (c.name.clone(), c))
+                .collect(),
+            running: Mutex::new(HashMap::new()),
+            tasks,
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Names of every credential, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.credentials.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Starts refreshing `name` ahead of expiry (no-op if running or unknown).
+    pub fn start(&self, name: &str, parent: &CancellationToken) {
+        let Some(cred) = self.credentials.get(name) else {
+            return;
+        };
+        let mut running = self.running();
+        if running.get(name).is_some_and(|t| !t.is_cancelled()) {
+            return;
+        }
+        let stop = parent.child_token();
+        running.insert(name.to_string(), stop.clone());
+        self.tasks.spawn(cred.clone().refresh_ahead(stop));
+    }
+
+    /// Stops refreshing `name`.
+    pub fn stop(&self, name: &str) {
+        if let Some(t) = self.running().remove(name) {
+            t.cancel();
+        }
+    }
+
+    /// Stops every refresh.
+    pub fn stop_all(&self) {
+        for (_, t) in self.running().drain() {
+            t.cancel();
+        }
+    }
+}
