@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rhizome_proto::codec;
 use rhizome_proto::records::{StateEvent, TOKEN_EVENTS};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 
 use super::redis::Redis;
@@ -70,6 +70,13 @@ pub fn spawn(
                 tracing::debug!(error = %e, "preloading Lua scripts failed");
             }
         }
+        // fred announces the subscriber's first connection on the same
+        // channel as later reconnects; the resync below covers every notice
+        // received so far, so only later ones are reconnects.
+        while !matches!(
+            reconnects.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
         sink.resync().await;
         redis.mark_subscribed();
         tracing::info!("subscribed to state events");
