@@ -13,6 +13,7 @@ need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+command -v curl >/dev/null || need_apt+=(curl)  # the README test runs the README's curl commands
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (apt-get)"
   $SUDO apt-get update -qq

@@ -56,6 +56,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The log writer thread outlives the runtime: tasks still log while the
+    // runtime shuts down, and a line sent after the writer stopped is lost
+    // with a complaint on stderr.
+    let log_guard = cli
+        .command
+        .is_none()
+        .then(|| telemetry::init(cli.log_format));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,6 +84,8 @@ fn main() -> ExitCode {
             None => run(cli).await.map(|()| ExitCode::SUCCESS),
         }
     });
+    drop(runtime);
+    drop(log_guard);
     result.unwrap_or_else(|e| {
         eprintln!("rhizome-node: {e:#}");
         ExitCode::FAILURE
@@ -135,7 +144,6 @@ async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let _log_guard = telemetry::init(cli.log_format);
     let overrides = Overrides {
         id: cli.node_id,
         listen: cli.listen,

@@ -22,8 +22,10 @@ pub enum LogFormat {
 const LOG_BUFFER_LINES: usize = 16_384;
 
 /// Installs the global subscriber. Lines are written to stdout by a
-/// dedicated thread so a slow log consumer does not sit on the request path;
-/// keep the returned guard alive until exit so the last lines are flushed.
+/// dedicated thread so a slow log consumer does not sit on the request path.
+/// Dropping the returned guard flushes and stops that thread, so drop it only
+/// after everything that logs is gone (after the runtime, not inside it):
+/// a line logged later is lost and `tracing-subscriber` complains on stderr.
 pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = NonBlockingBuilder::default()

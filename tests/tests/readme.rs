@@ -1,0 +1,433 @@
+//! The README, run as a newcomer would run it: the quick start
+//! (`scripts/quickstart.sh`, on free ports), the curl lines it prints, and
+//! every marked shell block of the walk-through, `check-config` and Redis
+//! sections, each command checked for what the README says it shows. Also:
+//! nothing is left running, nothing noisy or secret is logged, and the docs'
+//! links resolve inside the repository. Conventions: `docs/readme-test.md`.
+
+#[path = "readme/shell.rs"]
+mod shell;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rhizome_tests::harness::{bin_dir, wait_for, Env};
+use serde_json::Value;
+use shell::{Block, Group, Step, REPO};
+
+/// Upper bound on one block's run (its slowest command is a 2.5 s SSE stream).
+const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The walk-through's commands, in order: a name and a fragment the command
+/// must contain.
+const WALKTHROUGH: &[(&str, &str)] = &[
+    ("key", "K='authorization: Bearer demo-client-key'"),
+    ("hello", "localhost:8080/api/hello -H \"$K\""),
+    ("no-key", "localhost:8080/api/hello"),
+    ("sse", "/api/sse?count=5&interval_ms=500"),
+    ("intent", "localhost:8080/v1/proxy"),
+    ("credentials", "localhost:9090/admin/v1/credentials -H"),
+    ("calls-before", "localhost:9999/_mock/stats"),
+    ("rotate", "localhost:9999/_mock/rotate"),
+    ("after-rotation", "localhost:8080/api/after-rotation"),
+    ("calls-after", "localhost:9999/_mock/stats"),
+    ("metrics", "localhost:9090/metrics"),
+    ("refresh", "/admin/v1/credentials/demo-oauth/refresh"),
+    (
+        "drop",
+        "-X DELETE localhost:9090/admin/v1/credentials/demo-oauth/token",
+    ),
+    ("after-drop", "localhost:8080/api/after-delete"),
+    ("calls-end", "localhost:9999/_mock/stats"),
+    ("healthz", "localhost:9090/healthz"),
+    ("readyz", "localhost:9090/readyz"),
+    ("openapi", "localhost:9090/openapi.json"),
+];
+
+const CHECK_CONFIG: &[(&str, &str)] = &[
+    (
+        "without-secret",
+        "rhizome-node check-config examples/quickstart.toml",
+    ),
+    ("with-secret", "DEMO_CLIENT_SECRET=demo-secret"),
+];
+
+const REDIS: &[(&str, &str)] = &[
+    ("redis", "redis-server --port 6379 --bind 127.0.0.1"),
+    ("secret", "export DEMO_CLIENT_SECRET=demo-secret"),
+    ("n1", "--node-id n1"),
+    ("n2", "--node-id n2"),
+    ("ready", "localhost:9091/readyz"),
+    ("key", "K='authorization: Bearer demo-client-key'"),
+    ("reset", "localhost:9999/_mock/reset"),
+    (
+        "two-requests",
+        "localhost:8081/api/a -H \"$K\"; curl -s localhost:8082/api/b",
+    ),
+    ("calls", "localhost:9999/_mock/stats"),
+    ("initialize", "P=$(curl -si localhost:8081/mcp-demo/mcp"),
+    ("tools-list", "localhost:8082/mcp-demo/mcp"),
+    ("sessions", "localhost:9092/admin/v1/sessions"),
+    ("stop", "kill %2 %3"),
+];
+
+/// Free loopback ports standing in for the README's fixed ones.
+struct Ports(HashMap<u16, u16>);
+
+impl Ports {
+    fn new() -> Ports {
+        let readme = [8080, 9090, 9999, 8081, 9091, 8082, 9092, 6379];
+        // Hold every listener until all are chosen, so the ports differ.
+        let held: Vec<_> = readme
+            .iter()
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+            .collect();
+        let free = held.iter().map(|l| l.local_addr().expect("addr").port());
+        Ports(readme.iter().copied().zip(free).collect())
+    }
+
+    fn of(&self, readme_port: u16) -> u16 {
+        self.0[&readme_port]
+    }
+
+    /// What the README's commands name, and what the test runs instead.
+    fn substitutions(&self, env: &Env) -> Vec<(String, String)> {
+        let bin = bin_dir().join("rhizome-node");
+        let mut pairs = vec![
+            (
+                "examples/redis-lock.toml".to_string(),
+                env.path("redis-lock.toml").display().to_string(),
+            ),
+            ("examples/".to_string(), format!("{REPO}/examples/")),
+            (
+                "target/release/rhizome-node".to_string(),
+                bin.display().to_string(),
+            ),
+            (
+                "--port 6379".to_string(),
+                format!("--port {}", self.of(6379)),
+            ),
+        ];
+        for (readme, free) in &self.0 {
+            pairs.push((format!(":{readme}"), format!(":{free}")));
+        }
+        pairs
+    }
+}
+
+/// Matches a block's commands against `expected`, in order, runs them, and
+/// checks that each exits 0, except those named in `failing`, which must fail.
+async fn run_block(
+    env: &Env,
+    block: &Block,
+    expected: &[(&'static str, &str)],
+    failing: &[&str],
+    subst: &[(String, String)],
+) -> HashMap<&'static str, Step> {
+    let listed: Vec<&str> = expected.iter().map(|(_, f)| *f).collect();
+    assert_eq!(
+        block.commands.len(),
+        expected.len(),
+        "README block `{}` has {} commands, tests/tests/readme.rs checks {}; commands:\n{:#?}\nchecked:\n{listed:#?}",
+        block.name,
+        block.commands.len(),
+        expected.len(),
+        block.commands,
+    );
+    for (i, (cmd, (name, fragment))) in block.commands.iter().zip(expected).enumerate() {
+        assert!(
+            cmd.contains(fragment),
+            "README block `{}` command {i} (`{name}` in the test) should contain {fragment:?}: {cmd}",
+            block.name
+        );
+    }
+    let commands: Vec<String> = block
+        .commands
+        .iter()
+        .map(|c| shell::substitute(c, subst))
+        .collect();
+    let steps = shell::run(&env.dir, &block.name, &commands, BLOCK_DEADLINE).await;
+    for ((name, _), s) in expected.iter().zip(&steps) {
+        let ok = (s.status == 0) != failing.contains(name);
+        assert!(ok, "`{}` exited {}: {}", s.command, s.status, s.out);
+    }
+    expected.iter().map(|(n, _)| *n).zip(steps).collect()
+}
+
+fn json(step: &Step) -> Value {
+    serde_json::from_str(&step.out)
+        .unwrap_or_else(|e| panic!("`{}` printed no JSON ({e}): {}", step.command, step.out))
+}
+
+/// The number in a `"token_calls_total":N` line.
+fn token_calls(step: &Step) -> u64 {
+    step.out
+        .strip_prefix("\"token_calls_total\":")
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("`{}` printed no token count: {}", step.command, step.out))
+}
+
+/// An echo of the demo upstream, for `path`, authenticated as `svc-demo`.
+fn assert_echo(doc: &Value, path: &str) {
+    assert_eq!(doc["path"], path, "{doc}");
+    assert_eq!(doc["credential"]["kind"], "oauth", "{doc}");
+    assert_eq!(doc["credential"]["client_id"], "svc-demo", "{doc}");
+    assert_eq!(doc["headers"]["authorization"], "<redacted>", "{doc}");
+}
+
+/// Starts `scripts/quickstart.sh` on `ports` and waits for its banner.
+async fn start_quickstart(env: &Env, ports: &Ports) -> (tokio::process::Child, Group) {
+    let vars = [
+        ("QUICKSTART_PROXY_PORT", ports.of(8080).to_string()),
+        ("QUICKSTART_ADMIN_PORT", ports.of(9090).to_string()),
+        ("QUICKSTART_MOCK_PORT", ports.of(9999).to_string()),
+        ("QUICKSTART_BIN_DIR", bin_dir().display().to_string()),
+    ];
+    let log = env.path("quickstart.log");
+    let script = Path::new(REPO).join("scripts/quickstart.sh");
+    let mut child = shell::spawn_group(&script, &[], &vars, &env.dir, &log);
+    let group = Group(child.id().expect("pid"));
+    wait_for(
+        "scripts/quickstart.sh to say it is ready",
+        Duration::from_secs(60),
+        || {
+            let exited = child.try_wait().ok().flatten();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move {
+                assert!(
+                    exited.is_none(),
+                    "quickstart.sh exited ({exited:?}):\n{text}"
+                );
+                text.contains("Rhizome is ready").then_some(())
+            }
+        },
+    )
+    .await;
+    (child, group)
+}
+
+/// The curl lines the quick start's banner prints: each must work as printed.
+async fn run_printed_curls(env: &Env) {
+    let text = std::fs::read_to_string(env.path("quickstart.log")).expect("quickstart log");
+    let printed: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("curl "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        printed.len(),
+        4,
+        "the banner prints four curl lines:\n{text}"
+    );
+    let steps = shell::run(&env.dir, "printed", &printed, BLOCK_DEADLINE).await;
+    assert_echo(&json(&steps[0]), "/hello");
+    assert_eq!(json(&steps[1])["error"]["code"], "client_unauthorized");
+    assert_eq!(
+        steps[2].out.matches("event: tick").count(),
+        3,
+        "{}",
+        steps[2].out
+    );
+    assert!(
+        steps[3].out.starts_with("rhizome_requests_total{"),
+        "{}",
+        steps[3].out
+    );
+}
+
+fn check_walkthrough(s: &HashMap<&str, Step>) {
+    assert!(s["key"].out.is_empty());
+    assert_echo(&json(&s["hello"]), "/hello");
+    let refused = json(&s["no-key"]);
+    assert_eq!(refused["error"]["code"], "client_unauthorized", "{refused}");
+    assert!(refused["error"]["request_id"].is_string(), "{refused}");
+
+    let sse = &s["sse"].out;
+    assert_eq!(sse.matches("event: tick").count(), 5, "{sse}");
+    assert!(sse.contains("id: 5"), "{sse}");
+
+    let intent = json(&s["intent"]);
+    assert_eq!(intent["status"], 200, "{intent}");
+    assert_eq!(intent["json"]["method"], "POST", "{intent}");
+    assert_echo(&intent["json"], "/orders");
+
+    let creds = json(&s["credentials"]);
+    assert_eq!(creds["credentials"][0]["name"], "demo-oauth", "{creds}");
+    assert_eq!(creds["credentials"][0]["has_token"], true, "{creds}");
+
+    // The rotation demo: one 401, one more token call, one retry.
+    let before = token_calls(&s["calls-before"]);
+    assert!(before >= 1, "the first request fetched a token");
+    assert!(json(&s["rotate"])["rotated"].as_u64() >= Some(1));
+    assert_echo(&json(&s["after-rotation"]), "/after-rotation");
+    assert_eq!(
+        token_calls(&s["calls-after"]),
+        before + 1,
+        "exactly one refresh"
+    );
+    let metrics = &s["metrics"].out;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "rhizome_upstream_retries_total{reason=\"unauthorized\"} 1"),
+        "one retry for a 401:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("rhizome_token_refresh_total{"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rhizome_requests_total{"), "{metrics}");
+
+    // A forced refresh is one call; dropping the token costs the next request one.
+    let refreshed = json(&s["refresh"]);
+    assert_eq!(refreshed["name"], "demo-oauth", "{refreshed}");
+    assert_eq!(json(&s["drop"])["name"], "demo-oauth");
+    assert_echo(&json(&s["after-drop"]), "/after-delete");
+    assert_eq!(token_calls(&s["calls-end"]), before + 3);
+
+    assert_eq!(json(&s["healthz"])["status"], "ok");
+    assert_eq!(json(&s["readyz"])["status"], "ready");
+    assert!(
+        s["openapi"].out.contains("\"openapi\""),
+        "{}",
+        s["openapi"].out
+    );
+    let text: String = s.values().map(|st| st.out.as_str()).collect();
+    assert!(
+        !text.contains("mocktok-"),
+        "a token reached a client:\n{text}"
+    );
+}
+
+fn check_check_config(s: &HashMap<&str, Step>) {
+    let failed = &s["without-secret"];
+    assert!(failed.out.contains("credentials[0]"), "{}", failed.out);
+    assert!(failed.out.contains("DEMO_CLIENT_SECRET"), "{}", failed.out);
+    assert!(
+        s["with-secret"].out.contains("ok"),
+        "{}",
+        s["with-secret"].out
+    );
+}
+
+fn check_redis(s: &HashMap<&str, Step>) {
+    assert_eq!(json(&s["reset"])["reset"], true);
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&s["two-requests"].out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("two echoes");
+    assert_eq!(docs.len(), 2, "{}", s["two-requests"].out);
+    assert_echo(&docs[0], "/a");
+    assert_echo(&docs[1], "/b");
+    assert_eq!(
+        token_calls(&s["calls"]),
+        1,
+        "one token call for the cluster"
+    );
+    let listed = json(&s["tools-list"]);
+    assert_eq!(listed["id"], 2, "{listed}");
+    assert!(listed["result"].is_object(), "{listed}");
+    let sessions = s["sessions"].out.as_str();
+    assert!(sessions.contains("rzs-"), "{sessions}");
+}
+
+/// No captured log complains at shutdown, announces a reconnect that did
+/// not happen, or holds a demo secret or an issued token.
+fn assert_logs_quiet(env: &Env, logs: &[&str]) {
+    for name in logs {
+        let text = std::fs::read_to_string(env.path(name)).expect("log");
+        for noise in [
+            "[tracing-subscriber]",
+            "reconnected",
+            "demo-secret",
+            "mocktok-",
+        ] {
+            assert!(!text.contains(noise), "{name} contains {noise:?}:\n{text}");
+        }
+    }
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn readme_commands_run_as_written() {
+    let env = Env::new("readme");
+    let ports = Ports::new();
+    let blocks = shell::blocks(&shell::readme());
+    let subst = ports.substitutions(&env);
+    let redis_lock = std::fs::read_to_string(format!("{REPO}/examples/redis-lock.toml"))
+        .expect("read examples/redis-lock.toml");
+    std::fs::write(
+        env.path("redis-lock.toml"),
+        shell::substitute(&redis_lock, &subst),
+    )
+    .expect("write config");
+
+    let (mut quickstart, group) = start_quickstart(&env, &ports).await;
+    run_printed_curls(&env).await;
+    let walk = shell::block(&blocks, "walkthrough");
+    check_walkthrough(&run_block(&env, &walk, WALKTHROUGH, &[], &subst).await);
+    let cc = shell::block(&blocks, "check-config");
+    let failing = ["without-secret"];
+    check_check_config(&run_block(&env, &cc, CHECK_CONFIG, &failing, &subst).await);
+    let redis = shell::block(&blocks, "redis");
+    check_redis(&run_block(&env, &redis, REDIS, &[], &subst).await);
+
+    // Ctrl-C on the script stops the node and the demo upstream with it.
+    group.signal_leader("INT");
+    let status = tokio::time::timeout(Duration::from_secs(20), quickstart.wait())
+        .await
+        .expect("quickstart.sh stops on SIGINT")
+        .expect("wait");
+    assert!(status.success(), "quickstart.sh exited with {status}");
+    group.assert_gone("scripts/quickstart.sh").await;
+    let log = std::fs::read_to_string(env.path("quickstart.log")).expect("log");
+    assert!(
+        log.contains("node stopped"),
+        "the node shut down cleanly:\n{log}"
+    );
+    for node in ["n1.log", "n2.log"] {
+        let text = std::fs::read_to_string(env.path(node)).expect("node log");
+        assert!(text.contains("subscribed to state events"), "{text}");
+        assert!(text.contains("node stopped"), "{text}");
+    }
+    assert_logs_quiet(&env, &["quickstart.log", "n1.log", "n2.log"]);
+}
+
+#[test]
+fn readme_quick_start_is_two_commands() {
+    let blocks = shell::blocks(&shell::readme());
+    let quick = shell::block(&blocks, "quickstart");
+    assert_eq!(quick.commands, ["scripts/quickstart.sh", "scripts/test.sh"]);
+    for b in &blocks {
+        let known = ["quickstart", "walkthrough", "check-config", "redis", "skip"];
+        assert!(
+            known.contains(&b.name.as_str()),
+            "README block marked `{}`: unknown name (known: {known:?}; see docs/readme-test.md)",
+            b.name
+        );
+    }
+}
+
+#[test]
+fn docs_links_resolve_and_docs_stand_alone() {
+    let repo = Path::new(REPO).canonicalize().expect("repo root");
+    for file in shell::doc_files() {
+        let text = std::fs::read_to_string(&file).expect("read doc");
+        let name = file.display();
+        for outside in ["../shared", "DESIGN.md"] {
+            assert!(
+                !text.contains(outside),
+                "{name} mentions {outside:?}: the docs must stand alone"
+            );
+        }
+        let dir = file.parent().expect("doc dir");
+        for link in shell::relative_links(&text) {
+            let target = dir.join(&link).canonicalize();
+            assert!(
+                target.as_ref().is_ok_and(|t| t.starts_with(&repo)),
+                "{name}: link {link:?} names no file in the repository"
+            );
+        }
+    }
+}
