@@ -89,6 +89,19 @@ impl std::fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {}
 
+/// Shared state failed: 503 `state_store_unavailable`, come back in a second
+/// (G6). The one mapping of a state-store failure to a client answer.
+impl From<crate::state::redis::StateError> for ProxyError {
+    fn from(e: crate::state::redis::StateError) -> Self {
+        ProxyError::new(
+            ErrorCode::StateStoreUnavailable,
+            "shared state is unavailable; try again shortly",
+        )
+        .with_retry_after(Duration::from_secs(1))
+        .with_source(e)
+    }
+}
+
 /// A complete body from bytes.
 pub fn full(bytes: Bytes) -> BoxBody {
     http_body_util::Full::new(bytes)

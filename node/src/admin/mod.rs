@@ -193,12 +193,7 @@ async fn delete_token(
     Path(name): Path<String>,
 ) -> Result<Json<Dropped>, AdminError> {
     let cred = app.credentials.get(&name).ok_or_else(|| not_found(&name))?;
-    let dropped_version = cred.clear().await.map_err(|e| {
-        AdminError(
-            ProxyError::new(ErrorCode::StateStoreUnavailable, "shared state unavailable")
-                .with_source(e.to_string()),
-        )
-    })?;
+    let dropped_version = cred.clear().await.map_err(|e| AdminError(e.into()))?;
     Ok(Json(Dropped {
         name,
         dropped_version,
@@ -252,15 +247,7 @@ async fn list_sessions(
         .sessions
         .list(q.cursor.as_deref(), limit)
         .await
-        .map_err(|e| {
-            AdminError(
-                ProxyError::new(
-                    ErrorCode::StateStoreUnavailable,
-                    "session store unavailable",
-                )
-                .with_source(e.to_string()),
-            )
-        })?;
+        .map_err(|e| AdminError(e.into()))?;
     Ok(Json(SessionList {
         sessions: page
             .items

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::ownership::Owner;
+use crate::state::redis::StateError;
 use crate::state::tokens::{Lease, SharedTokens};
 use crate::upstream::HttpClient;
 pub use cache::Token;
@@ -243,7 +244,7 @@ impl Credential {
             let record = shared
                 .read(&self.name)
                 .await
-                .map_err(|e| TokenError::StateStore(e.to_string()))?;
+                .map_err(TokenError::StateStore)?;
             seen = seen.max(record.map_or(0, |r| r.version));
         }
         let me = self.clone();
@@ -341,20 +342,15 @@ impl Credential {
     /// Drops the cached token whatever its version.
     /// With shared tokens the shared record is invalidated too, so the next
     /// request on any node obtains a new token.
-    pub async fn clear(&self) -> Result<Option<u64>, TokenError> {
+    pub async fn clear(&self) -> Result<Option<u64>, StateError> {
         let local = self.cache.clear();
         let Some(shared) = &self.shared else {
             return Ok(local);
         };
-        let state = |e: crate::state::redis::StateError| TokenError::StateStore(e.to_string());
-        let Some(record) = shared.read(&self.name).await.map_err(state)? else {
+        let Some(record) = shared.read(&self.name).await? else {
             return Ok(local);
         };
-        if shared
-            .invalidate(&self.name, record.version)
-            .await
-            .map_err(state)?
-        {
+        if shared.invalidate(&self.name, record.version).await? {
             let event = StateEvent::Invalidated {
                 credential: self.name.clone(),
                 version: record.version,
@@ -414,12 +410,7 @@ impl Credential {
         };
         CredentialView {
             name: self.name.clone(),
-            kind: match self.kind {
-                CredentialKind::Static => "static",
-                CredentialKind::Oauth2ClientCredentials => "oauth2_client_credentials",
-                CredentialKind::Jwt => "jwt",
-            }
-            .into(),
+            kind: self.kind.as_str().into(),
             owner: owner.node.clone(),
             epoch: owner.epoch.to_string(),
             has_token: token.is_some(),

@@ -114,13 +114,8 @@ impl Pool {
     }
 
     fn exhausted(&self, last_error: Option<TokenError>) -> ProxyError {
-        if let Some(e) = last_error.as_ref().filter(|e| e.is_shared_state()) {
-            return ProxyError::new(
-                ErrorCode::StateStoreUnavailable,
-                "shared state is unavailable and no cached token can be used",
-            )
-            .with_retry_after(Duration::from_secs(1))
-            .with_source(e.to_string());
+        if let Some(TokenError::StateStore(e)) = last_error {
+            return ProxyError::from(e);
         }
         let retry_after = self
             .members

@@ -32,7 +32,7 @@ pub enum Want {
 }
 
 fn state_err(e: StateError) -> TokenError {
-    TokenError::StateStore(e.to_string())
+    TokenError::StateStore(e)
 }
 
 fn serves(cred: &Credential, rec: &Record, want: Want, margin: Duration) -> bool {

@@ -103,7 +103,7 @@ pub enum TokenError {
     Signing(String),
     /// Shared state (Redis) could not be read or written.
     #[error("{0}")]
-    StateStore(String),
+    StateStore(#[from] crate::state::redis::StateError),
     /// Another node holds the refresh lock and did not publish a token in time.
     #[error("waited {0:?} for another node's refresh")]
     WaitedForPeer(Duration),

@@ -15,7 +15,6 @@ use super::Proxy;
 use crate::error::ProxyError;
 use crate::routing::Route;
 use crate::session::{Lookup, PROTOCOL_HEADER, SESSION_HEADER, STATELESS_REVISION};
-use crate::state::redis::StateError;
 
 /// The session state of one request.
 #[derive(Debug)]
@@ -43,15 +42,6 @@ impl Session {
             _ => None,
         }
     }
-}
-
-fn unavailable(e: StateError) -> ProxyError {
-    ProxyError::new(
-        ErrorCode::StateStoreUnavailable,
-        "session store unavailable",
-    )
-    .with_retry_after(std::time::Duration::from_secs(1))
-    .with_source(e.to_string())
 }
 
 fn not_found() -> ProxyError {
@@ -92,8 +82,7 @@ pub async fn before(
         .app
         .sessions
         .lookup(&id, client, &route.name, ttl)
-        .await
-        .map_err(unavailable)?
+        .await?
     {
         Lookup::Found(record) => record,
         Lookup::NotFound => return Err(not_found()),
@@ -148,8 +137,7 @@ pub async fn after(
                     client,
                     route.session_idle_ttl,
                 )
-                .await
-                .map_err(unavailable)?;
+                .await?;
             let value = HeaderValue::from_str(&id).map_err(|e| {
                 ProxyError::new(ErrorCode::Internal, "bad session id").with_source(e)
             })?;

@@ -85,7 +85,7 @@ end
 ";
 
 /// A state-store operation failed.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
     /// Redis did not answer within `op_timeout`, or is known to be down.
     #[error("state store unavailable: {0}")]

@@ -23,6 +23,17 @@ pub enum CredentialKind {
     Jwt,
 }
 
+impl CredentialKind {
+    /// The name written in the config (`kind = "..."`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Static => "static",
+            CredentialKind::Oauth2ClientCredentials => "oauth2_client_credentials",
+            CredentialKind::Jwt => "jwt",
+        }
+    }
+}
+
 /// How the OAuth2 client authenticates to the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -160,11 +171,7 @@ impl CredentialConfig {
     /// The typed settings of this credential's kind; `path` prefixes error paths.
     pub fn spec(&self, path: &str) -> Result<CredentialSpec<'_>, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let kind_name = match self.kind {
-            CredentialKind::Static => "static",
-            CredentialKind::Oauth2ClientCredentials => "oauth2_client_credentials",
-            CredentialKind::Jwt => "jwt",
-        };
+        let kind_name = self.kind.as_str();
         let allowed: &[&str] = match self.kind {
             CredentialKind::Static => &["token"],
             CredentialKind::Oauth2ClientCredentials => &[
