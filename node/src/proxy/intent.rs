@@ -1,16 +1,20 @@
-//! The request-intent API (`POST /v1/proxy`, DESIGN §2): a client describes a
-//! request as JSON (route by name, method, upstream path, params, headers, JSON
-//! or base64 body) and gets the upstream's answer back as JSON. It goes through
-//! the same client auth, credential pick, injection, 401 retry and logging as
-//! the transparent path; only the envelope differs.
+//! The request-intent API (`POST /v1/proxy`): a client describes a request as
+//! JSON (route by name, method, upstream path, params, headers, JSON or base64
+//! body) and gets the upstream's answer back as JSON. It enters the same
+//! phases as the transparent path — `authenticate_client` (never public),
+//! `prepare_body` for the envelope and for the described body, then the
+//! exchange — so auth, limits, credentials, the 401 retry and the log line
+//! are the same; only the envelope differs.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE,
+    TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -19,14 +23,14 @@ use rhizome_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{body, AccessLog, OutBody, Outgoing, Proxy, REQUEST_ID};
+use super::{OutBody, Outgoing, Proxy, RequestCtx, REQUEST_ID};
 use crate::error::{full, ProxyError};
 use crate::routing::has_dot_segments;
 use crate::upstream::headers;
 use crate::BoxBody;
 
 /// Upper bound of reading the intent envelope itself.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound a client may ask for with `timeout_ms`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -61,13 +65,25 @@ pub struct IntentRequest {
     pub timeout_ms: Option<u64>,
 }
 
+/// One response header of the answer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum HeaderField {
+    /// The value, or repeated values joined with `, `.
+    One(String),
+    /// Values that cannot be joined (`set-cookie`).
+    Many(Vec<String>),
+}
+
 /// The upstream's answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IntentResponse {
     /// Upstream status.
     pub status: u16,
-    /// Upstream headers (repeated ones joined with `, `).
-    pub headers: BTreeMap<String, String>,
+    /// Upstream headers: repeated ones joined with `, `, except `set-cookie`,
+    /// which is always a list of strings.
+    #[schema(value_type = Object)]
+    pub headers: BTreeMap<String, HeaderField>,
     /// Body, when it is JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -100,50 +116,37 @@ fn bad(msg: impl Into<String>) -> ProxyError {
 )]
 pub async fn handle(
     proxy: &Proxy,
+    ctx: &mut RequestCtx,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    log: &mut AccessLog,
 ) -> Result<Response<BoxBody>, ProxyError> {
-    let app = &proxy.app;
     if req.method() != Method::POST {
         return Err(bad("the intent API takes POST"));
     }
-    log.client = Some(
-        app.clients
-            .authenticate(req.headers())
-            .ok_or_else(|| {
-                ProxyError::new(
-                    ErrorCode::ClientUnauthorized,
-                    "missing or invalid client key",
-                )
-            })?
-            .to_string(),
-    );
-    let max = app.max_body;
-    let read = Limited::new(req.into_body(), usize::try_from(max).unwrap_or(usize::MAX)).collect();
-    let raw = tokio::time::timeout(READ_TIMEOUT, read)
-        .await
-        .map_err(|_| bad("timed out reading the request body"))?
-        .map_err(|e| {
-            if body::is_body_limit(e.as_ref()) {
-                ProxyError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("request body exceeds {max} bytes"),
-                )
-            } else {
-                bad("could not read the request body")
-            }
-        })?
-        .to_bytes();
+    // The intent API is never public: a client key is always required.
+    proxy.authenticate_client(ctx, req.headers(), false)?;
+    let max = proxy.app.max_body;
+    let (parts, body) = req.into_parts();
+    let raw = match proxy
+        .prepare_body(ctx, &parts.headers, body, max, max)
+        .await?
+    {
+        OutBody::Buffered(raw) => raw,
+        OutBody::Streaming(_) => return Err(bad("could not read the request body")),
+    };
     let intent: IntentRequest =
         serde_json::from_slice(&raw).map_err(|e| bad(format!("invalid intent JSON: {e}")))?;
-    let route = app.router.by_name(&intent.route).cloned().ok_or_else(|| {
-        ProxyError::new(
-            ErrorCode::NoRoute,
-            format!("unknown route \"{}\"", intent.route),
-        )
-    })?;
-    log.route = route.name.clone();
+    let route = proxy
+        .app
+        .router
+        .by_name(&intent.route)
+        .cloned()
+        .ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::NoRoute,
+                format!("unknown route \"{}\"", intent.route),
+            )
+        })?;
+    ctx.set_route(route.clone());
     if route.session == SessionMode::Mcp {
         // MCP sessions bind ids to clients and targets; the intent envelope
         // would bypass that, so MCP routes take the transparent path only.
@@ -151,6 +154,39 @@ pub async fn handle(
             "MCP session routes are not available through the intent API",
         ));
     }
+    let outgoing = outgoing(&intent, ctx)?;
+    let payload = payload(&intent)?;
+    let mut out = proxy
+        .prepare_body(
+            ctx,
+            &outgoing.headers,
+            http_body_util::Full::new(payload),
+            route.max_body,
+            route.max_body,
+        )
+        .await?;
+    let timeout = intent
+        .timeout_ms
+        .map_or(route.timeout, Duration::from_millis)
+        .min(MAX_TIMEOUT);
+    ctx.set_timeout(timeout);
+    let started = Instant::now();
+    let answer = async {
+        let ex = proxy.exchange(ctx, &route, outgoing, &mut out).await?;
+        read_answer(ex, max).await
+    };
+    let (parts, bytes) = tokio::time::timeout(timeout, answer).await.map_err(|_| {
+        ProxyError::new(
+            ErrorCode::UpstreamTimeout,
+            format!("no complete answer within {timeout:?}"),
+        )
+    })??;
+    encode(parts, &bytes, started.elapsed())
+}
+
+/// The upstream request the intent describes (headers cleaned as for the
+/// transparent path; framing headers are the node's, never the client's).
+fn outgoing(intent: &IntentRequest, ctx: &RequestCtx) -> Result<Outgoing, ProxyError> {
     let method = Method::from_bytes(intent.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|_| bad("invalid method"))?;
     if !intent.path.starts_with('/')
@@ -174,107 +210,99 @@ pub async fn handle(
             .map_err(|_| bad(format!("invalid value for header \"{k}\"")))?;
         hdrs.append(name, value);
     }
-    let body = match (&intent.json, &intent.body_base64) {
-        (Some(_), Some(_)) => return Err(bad("give json or body_base64, not both")),
-        (Some(json), None) => {
-            hdrs.entry(CONTENT_TYPE)
-                .or_insert(HeaderValue::from_static("application/json"));
-            Bytes::from(json.to_string())
-        }
-        (None, Some(b64)) => Bytes::from(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| bad("body_base64 is not valid base64"))?,
-        ),
-        (None, None) => Bytes::new(),
-    };
-    log.bytes_in = Some(body.len());
-    if body.len() as u64 > route.max_body {
-        return Err(ProxyError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body exceeds the route's {} bytes", route.max_body),
-        ));
+    for framing in [CONTENT_LENGTH, TRANSFER_ENCODING, HOST] {
+        hdrs.remove(framing);
     }
-    headers::to_upstream(&mut hdrs, None, peer, "http");
-    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+    if intent.json.is_some() {
+        hdrs.entry(CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static("application/json"));
+    }
+    headers::to_upstream(&mut hdrs, None, ctx.peer, "http");
+    if let Ok(v) = HeaderValue::from_str(&ctx.log.request_id) {
         hdrs.insert(REQUEST_ID, v);
     }
-    let timeout = intent
-        .timeout_ms
-        .map_or(route.timeout, Duration::from_millis)
-        .min(MAX_TIMEOUT);
-    let started = Instant::now();
-    let mut out = OutBody::Buffered(body);
-    let exchange = async {
-        let ex = proxy
-            .exchange(
-                &route,
-                Outgoing {
-                    method,
-                    path,
-                    headers: hdrs,
-                    inject: true,
-                    pin: None,
-                },
-                &mut out,
-            )
-            .await?;
-        let (parts, body) = ex.response.into_parts();
-        let bytes = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
-            .collect()
-            .await
-            .map_err(|e| {
-                ProxyError::new(
-                    ErrorCode::UpstreamError,
-                    "reading the upstream answer failed or exceeded max_body",
-                )
-                .with_source(e)
-            })?
-            .to_bytes();
-        Ok::<_, ProxyError>((ex.credential, ex.upstream, ex.retries, parts, bytes))
-    };
-    let (cred, upstream, retries, parts, bytes) = tokio::time::timeout(timeout, exchange)
+    Ok(Outgoing {
+        method,
+        path,
+        headers: hdrs,
+        inject: true,
+        pin: None,
+    })
+}
+
+/// The request body the intent carries.
+fn payload(intent: &IntentRequest) -> Result<Bytes, ProxyError> {
+    match (&intent.json, &intent.body_base64) {
+        (Some(_), Some(_)) => Err(bad("give json or body_base64, not both")),
+        (Some(json), None) => Ok(Bytes::from(json.to_string())),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Bytes::from)
+            .map_err(|_| bad("body_base64 is not valid base64")),
+        (None, None) => Ok(Bytes::new()),
+    }
+}
+
+/// Reads the whole upstream answer, at most `max` bytes.
+async fn read_answer(
+    ex: super::Exchange,
+    max: u64,
+) -> Result<(http::response::Parts, Bytes), ProxyError> {
+    let (parts, body) = ex.response.into_parts();
+    let bytes = Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX))
+        .collect()
         .await
-        .map_err(|_| {
-        ProxyError::new(
-            ErrorCode::UpstreamTimeout,
-            format!("no complete answer within {timeout:?}"),
-        )
-    })??;
-    log.credential = cred.map(|c| c.name.clone());
-    log.upstream = Some(upstream);
-    log.retries = retries;
-    let mut headers_out = BTreeMap::new();
+        .map_err(|e| {
+            ProxyError::new(
+                ErrorCode::UpstreamError,
+                "reading the upstream answer failed or exceeded max_body",
+            )
+            .with_source(e)
+        })?
+        .to_bytes();
+    Ok((parts, bytes))
+}
+
+/// The JSON envelope of the upstream's answer. Repeated headers are joined
+/// with `, ` except `set-cookie`, which cannot be joined and is always a list.
+fn encode(
+    parts: http::response::Parts,
+    bytes: &[u8],
+    took: Duration,
+) -> Result<Response<BoxBody>, ProxyError> {
     let mut upstream_headers = parts.headers;
     headers::strip_hop_by_hop(&mut upstream_headers);
-    for (name, value) in &upstream_headers {
-        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers_out
-            .entry(name.as_str().to_string())
-            .and_modify(|e: &mut String| {
-                e.push_str(", ");
-                e.push_str(&v);
-            })
-            .or_insert(v);
+    let mut headers_out = BTreeMap::new();
+    for name in upstream_headers.keys() {
+        let values = upstream_headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let field = if name == SET_COOKIE {
+            HeaderField::Many(values.collect())
+        } else {
+            HeaderField::One(values.collect::<Vec<_>>().join(", "))
+        };
+        headers_out.insert(name.as_str().to_string(), field);
     }
     let is_json = upstream_headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("json"));
     let json = if is_json {
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_slice(bytes).ok()
     } else {
         None
     };
     let body_base64 = json
         .is_none()
-        .then(|| base64::engine::general_purpose::STANDARD.encode(&bytes));
+        .then(|| base64::engine::general_purpose::STANDARD.encode(bytes));
     let answer = IntentResponse {
         status: parts.status.as_u16(),
         headers: headers_out,
         json,
         body_base64,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms: (took.as_micros() as f64) / 1000.0,
     };
     let encoded = serde_json::to_vec(&answer).map_err(|e| {
         ProxyError::new(ErrorCode::Internal, "encoding the answer failed").with_source(e)

@@ -1,40 +1,49 @@
-//! The request path of DESIGN §2, as named phases (pingora's `ProxyHttp`):
+//! The request path, as named phases over one typed per-request context
+//! ([`RequestCtx`], pingora's `ProxyHttp` + `CTX`):
 //!
 //! ```text
-//! accept ─▶ route ─▶ authenticate_client ─▶ prepare_body ─▶ pick_credential
-//!        ─▶ inject ─▶ forward ─▶ on_upstream_status (401 → invalidate, fresh token, retry once)
-//!        ─▶ respond (SSE relay or passthrough) ─▶ log (when the body ends)
+//! accept ─▶ route ─▶ authenticate_client ─▶ request_filter (may answer early)
+//!        ─▶ prepare_body ─▶ pick_credential ─▶ inject ─▶ forward
+//!        ─▶ on_upstream_status (401 → invalidate, fresh token, retry once)
+//!        ─▶ response_filter ─▶ respond (SSE relay or passthrough) ─▶ log
 //! ```
 //!
-//! [`Proxy::handle`] runs them for the transparent path; the request-intent
-//! API ([`intent`]) enters at `pick_credential` through [`Proxy::exchange`], so
-//! both share credentials, retries and logging.
+//! [`Proxy::handle`] runs them for the transparent path. The request-intent
+//! API ([`intent`]) describes the request as JSON but enters the same phases
+//! (`authenticate_client`, `prepare_body`, then the [`exchange`] of
+//! `pick_credential` … `on_upstream_status`), so both share client auth,
+//! body limits, credentials, retries and logging.
+//!
+//! Files: `context` (the per-request state); `exchange` (`pick_credential` →
+//! `inject` → `forward` → `on_upstream_status`); `respond`; `body` (request
+//! bodies, buffered for a retry or streamed, and the response body that
+//! writes the access log when it ends: `log`); `mcp` (the MCP session filters
+//! of `session = "mcp"` routes).
 
 mod body;
+mod context;
+mod exchange;
 pub mod intent;
 mod mcp;
+mod respond;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, HOST};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{HeaderMap, HeaderValue, HOST};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rhizome_proto::ErrorCode;
 
-use crate::credentials::{reauth, Credential, OnUnauthorized, Token};
-use crate::error::{error_chain, ProxyError};
+use crate::error::ProxyError;
 use crate::routing::{has_dot_segments, Route};
-use crate::sse::relay::{relay, RelayOptions};
-use crate::upstream::{headers, Outcome};
-use crate::{metrics, App, BoxBody};
-use body::{is_body_limit, IdleTimeout, Observed};
+use crate::upstream::headers;
+use crate::{App, BoxBody, BoxError};
+use body::Observed;
 pub use body::{AccessLog, OutBody};
-
-/// Header carrying the request id both ways.
-pub const REQUEST_ID: &str = "x-request-id";
+pub use context::{RequestCtx, REQUEST_ID};
+pub use exchange::{Exchange, Outgoing};
 
 /// The proxy service of one node.
 #[derive(Debug, Clone)]
@@ -42,34 +51,13 @@ pub struct Proxy {
     app: Arc<App>,
 }
 
-/// A request prepared for the upstream hop.
+/// What a phase that may answer early decided.
 #[derive(Debug)]
-pub struct Outgoing {
-    /// Method.
-    pub method: Method,
-    /// Path and query sent upstream.
-    pub path: String,
-    /// Headers, already cleaned for the upstream hop.
-    pub headers: HeaderMap,
-    /// Whether a credential is injected (false for anonymous public paths).
-    pub inject: bool,
-    /// Target the request must use (a pinned session), if any.
-    pub pin: Option<usize>,
-}
-
-/// What came back from upstream, with what is needed to log it.
-#[derive(Debug)]
-pub struct Exchange {
-    /// The upstream response.
-    pub response: Response<Incoming>,
-    /// Credential used, if any.
-    pub credential: Option<Arc<Credential>>,
-    /// Time to the response head (last attempt).
-    pub upstream: Duration,
-    /// Attempts repeated (401 retry, connect error).
-    pub retries: u32,
-    /// Index of the upstream target that answered.
-    pub target: usize,
+pub enum Flow {
+    /// Go on to the next phase.
+    Continue,
+    /// Answer the client with this response; no upstream call.
+    Respond(Response<BoxBody>),
 }
 
 impl Proxy {
@@ -80,95 +68,81 @@ impl Proxy {
 
     /// Handles one client request end to end; never fails (errors become JSON).
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<BoxBody> {
-        let start = Instant::now();
-        let request_id = request_id(req.headers());
-        let mut log = AccessLog {
-            request_id: request_id.clone(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
-            route: "-".into(),
-            ..AccessLog::default()
-        };
+        let mut ctx = RequestCtx::new(req.method(), req.uri().path(), req.headers(), peer);
         let result = if req.uri().path() == self.app.intent_path {
-            intent::handle(self, req, peer, &mut log).await
+            intent::handle(self, &mut ctx, req).await
         } else {
-            self.transparent(req, peer, &mut log).await
+            self.transparent(&mut ctx, req).await
         };
         let mut resp = match result {
             Ok(resp) => resp,
-            Err(err) => {
-                if err.code == ErrorCode::Internal || err.source.is_some() {
-                    tracing::warn!(request_id = %request_id, route = %log.route, code = err.code.as_str(), error = %err, "request failed");
-                }
-                log.error = Some(err.code.as_str());
-                err.to_response(&request_id)
-            }
+            Err(err) => self.on_error(&mut ctx, err),
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Ok(v) = HeaderValue::from_str(&ctx.log.request_id) {
             resp.headers_mut().insert(REQUEST_ID, v);
         }
-        log.status = resp.status().as_u16();
+        ctx.log.status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
-        Response::from_parts(parts, BodyExt::boxed(Observed::new(body, start, log)))
+        let observed = Observed::new(body, ctx.started, ctx.log);
+        Response::from_parts(parts, BodyExt::boxed(observed))
+    }
+
+    /// Rhizome's own error as the JSON answer; internal causes are logged.
+    fn on_error(&self, ctx: &mut RequestCtx, err: ProxyError) -> Response<BoxBody> {
+        if err.code == ErrorCode::Internal || err.source.is_some() {
+            tracing::warn!(request_id = %ctx.log.request_id, route = %ctx.log.route, code = err.code.as_str(), error = %err, "request failed");
+        }
+        ctx.log.error = Some(err.code.as_str());
+        err.to_response(&ctx.log.request_id)
     }
 
     async fn transparent(
         &self,
+        ctx: &mut RequestCtx,
         req: Request<Incoming>,
-        peer: SocketAddr,
-        log: &mut AccessLog,
     ) -> Result<Response<BoxBody>, ProxyError> {
-        let route = self.route(&req)?;
-        log.route = route.name.clone();
-        log.client = self
-            .authenticate_client(&route, &req)?
-            .map(|c| c.to_string());
+        let route = self.route(ctx, &req)?;
+        let public = route.is_public(req.uri().path());
+        self.authenticate_client(ctx, req.headers(), public)?;
         let (mut parts, body) = req.into_parts();
         let path = route.upstream_path(parts.uri.path(), parts.uri.query());
-        let mut out = body::prepare(
-            &parts.headers,
-            body,
-            route.max_body,
-            route.retry_body_limit,
-            route.timeout,
-        )
-        .await?;
-        log.bytes_in = out.buffered_len();
         let authority = parts.uri.authority().map(|a| a.as_str().to_string());
-        headers::to_upstream(&mut parts.headers, authority.as_deref(), peer, "http");
-        if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+        headers::to_upstream(&mut parts.headers, authority.as_deref(), ctx.peer, "http");
+        if let Ok(v) = HeaderValue::from_str(&ctx.log.request_id) {
             parts.headers.insert(REQUEST_ID, v);
         }
-        let session = mcp::before(self, &route, log.client.as_deref(), &mut parts.headers).await?;
-        // An unauthenticated request on a public path never carries our credential.
-        let inject = log.client.is_some();
-        let method = parts.method.clone();
+        if let Flow::Respond(resp) = self.request_filter(ctx, &route, &mut parts.headers).await? {
+            return Ok(resp);
+        }
+        let mut out = self
+            .prepare_body(
+                ctx,
+                &parts.headers,
+                body,
+                route.max_body,
+                route.retry_body_limit,
+            )
+            .await?;
         let outgoing = Outgoing {
-            method: parts.method,
+            method: parts.method.clone(),
             path,
             headers: parts.headers,
-            inject,
-            pin: session.pin(),
+            // An unauthenticated request on a public path never carries our credential.
+            inject: ctx.client.is_some(),
+            pin: ctx.session.pin(),
         };
-        let mut ex = self.exchange(&route, outgoing, &mut out).await?;
-        log.credential = ex.credential.as_ref().map(|c| c.name.clone());
-        log.upstream = Some(ex.upstream);
-        log.retries = ex.retries;
-        mcp::after(
-            self,
-            &route,
-            &session,
-            &method,
-            log.client.as_deref(),
-            ex.target,
-            &mut ex.response,
-        )
-        .await?;
-        Ok(self.respond(&route, ex.response, &log.request_id))
+        let mut ex = self.exchange(ctx, &route, outgoing, &mut out).await?;
+        self.response_filter(ctx, &route, &parts.method, &mut ex)
+            .await?;
+        Ok(self.respond(ctx, &route, ex.response))
     }
 
-    /// Phase `route`: longest prefix (and host) match.
-    fn route(&self, req: &Request<Incoming>) -> Result<Arc<Route>, ProxyError> {
+    /// Phase `route`: longest prefix (and host) match; starts the deadline.
+    fn route(
+        &self,
+        ctx: &mut RequestCtx,
+        req: &Request<Incoming>,
+    ) -> Result<Arc<Route>, ProxyError> {
         let path = req.uri().path();
         if has_dot_segments(path) {
             return Err(ProxyError::new(
@@ -185,22 +159,29 @@ impl Proxy {
                     .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                     .map_or(h, |(h, _)| h)
             });
-        self.app
-            .router
-            .route(host, path)
-            .cloned()
-            .ok_or_else(|| ProxyError::new(ErrorCode::NoRoute, format!("no route for {path}")))
+        let route =
+            self.app.router.route(host, path).cloned().ok_or_else(|| {
+                ProxyError::new(ErrorCode::NoRoute, format!("no route for {path}"))
+            })?;
+        ctx.set_route(route.clone());
+        Ok(route)
     }
 
-    /// Phase `authenticate_client`: the client's key, unless the path is public.
+    /// Phase `authenticate_client`: the client's key, unless the path is
+    /// `public` (then an anonymous request passes, without our credential).
     fn authenticate_client(
         &self,
-        route: &Route,
-        req: &Request<Incoming>,
-    ) -> Result<Option<crate::auth::ClientId>, ProxyError> {
-        match self.app.clients.authenticate(req.headers()) {
-            Some(c) => Ok(Some(c)),
-            None if route.is_public(req.uri().path()) => Ok(None),
+        ctx: &mut RequestCtx,
+        headers: &HeaderMap,
+        public: bool,
+    ) -> Result<(), ProxyError> {
+        match self.app.clients.authenticate(headers) {
+            Some(c) => {
+                ctx.log.client = Some(c.to_string());
+                ctx.client = Some(c);
+                Ok(())
+            }
+            None if public => Ok(()),
             None => Err(ProxyError::new(
                 ErrorCode::ClientUnauthorized,
                 "missing or invalid client key",
@@ -208,229 +189,63 @@ impl Proxy {
         }
     }
 
-    /// Phases `pick_credential` → `inject` → `forward` → `on_upstream_status`.
-    /// A 401 on a request that carried a token invalidates that token version,
-    /// obtains a fresh one and retries once, if the body can be sent again.
-    /// With `inject` false (public path, no client key) no credential is used.
-    pub async fn exchange(
+    /// Phase `request_filter`: state that decides the request before any
+    /// upstream call — the MCP session mapping (an unknown session is
+    /// answered here). May answer early.
+    async fn request_filter(
         &self,
+        ctx: &mut RequestCtx,
         route: &Route,
-        req: Outgoing,
-        body: &mut OutBody,
-    ) -> Result<Exchange, ProxyError> {
-        let Outgoing {
-            method,
-            path,
-            headers,
-            inject,
-            pin,
-        } = req;
-        let path = path.as_str();
-        let deadline = tokio::time::Instant::now() + route.timeout;
-        let mut picked: Option<(Arc<Credential>, Arc<Token>)> = if !inject || route.pool.is_empty()
-        {
-            None
-        } else {
-            Some(route.pool.acquire(deadline).await?)
-        };
-        let mut retries = 0;
-        // The 401 retry happens once, whatever connect-error failovers did.
-        let mut auth_retried = false;
-        loop {
-            let mut h = headers.clone();
-            if let Some((cred, token)) = &picked {
-                cred.inject(&mut h, token).map_err(|e| {
-                    ProxyError::new(ErrorCode::Internal, "token cannot be sent in a header")
-                        .with_source(e)
-                })?;
-            }
-            let started = Instant::now();
-            let (response, more, target) =
-                self.forward(route, &method, path, &h, body, pin).await?;
-            retries += more;
-            let upstream = started.elapsed();
-            metrics::upstream_duration(&route.name, upstream);
-            let status = response.status();
-            let done = |response, credential: Option<&Arc<Credential>>| Exchange {
-                response,
-                credential: credential.cloned(),
-                upstream,
-                retries,
-                target,
-            };
-            let Some((cred, token)) = &picked else {
-                return Ok(done(response, None));
-            };
-            if status != StatusCode::UNAUTHORIZED {
-                cred.upstream_accepted(token);
-                return Ok(done(response, Some(cred)));
-            }
-            let path_key = reauth::path_key(&route.name, path);
-            if auth_retried {
-                // A fresh token was refused too: answer the 401 as it is.
-                cred.upstream_rejected(path_key);
-                return Ok(done(response, Some(cred)));
-            }
-            let decision = cred.on_unauthorized(token, path_key).await;
-            if decision == OnUnauthorized::GiveUp || !body.replayable() {
-                return Ok(done(response, Some(cred)));
-            }
-            metrics::upstream_retry("unauthorized");
-            tracing::info!(credential = %cred.name, version = token.version, "upstream answered 401; retrying with a fresh token");
-            let fresh = match tokio::time::timeout_at(deadline, cred.token_after_401()).await {
-                Ok(Ok(fresh)) => fresh,
-                // No fresh token in time: the client gets upstream's 401 as it was.
-                _ => return Ok(done(response, Some(cred))),
-            };
-            drain_for_reuse(response);
-            picked = Some((cred.clone(), fresh));
-            retries += 1;
-            auth_retried = true;
-        }
+        headers: &mut HeaderMap,
+    ) -> Result<Flow, ProxyError> {
+        let client = ctx.client_name();
+        ctx.session = mcp::before(self, route, client.as_deref(), headers).await?;
+        Ok(Flow::Continue)
     }
 
-    /// Phase `forward`: one request to a target; a connect error with a
-    /// replayable body is retried once on another target.
-    async fn forward(
+    /// Phase `prepare_body`: bodies up to `retry_limit` are read whole (so a
+    /// 401 can be retried with the same bytes), larger ones stream; all are
+    /// held to `max_body` and the route's timeout.
+    async fn prepare_body<B>(
         &self,
-        route: &Route,
-        method: &Method,
-        path: &str,
+        ctx: &mut RequestCtx,
         headers: &HeaderMap,
-        body: &mut OutBody,
-        pin: Option<usize>,
-    ) -> Result<(Response<Incoming>, u32, usize), ProxyError> {
-        let upstream = &route.upstream;
-        let mut exclude = None;
-        let mut retries = 0;
-        loop {
-            let idx = pin.unwrap_or_else(|| upstream.pick(exclude));
-            let uri = upstream.uri(idx, path).map_err(|e| {
-                ProxyError::new(ErrorCode::BadRequest, "invalid request path").with_source(e)
-            })?;
-            let Some(b) = body.attempt() else {
-                return Err(ProxyError::new(
-                    ErrorCode::Internal,
-                    "request body already consumed",
-                ));
-            };
-            let mut req = Request::new(b);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri;
-            *req.version_mut() = Version::HTTP_11;
-            *req.headers_mut() = headers.clone();
-            match tokio::time::timeout(route.timeout, upstream.client().request(req)).await {
-                Err(_) => {
-                    upstream.report(idx, Outcome::Failed);
-                    return Err(ProxyError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!("upstream did not answer within {:?}", route.timeout),
-                    ));
-                }
-                Ok(Ok(resp)) => {
-                    let outcome = if resp.status().is_server_error() {
-                        Outcome::Failed
-                    } else {
-                        Outcome::Healthy
-                    };
-                    upstream.report(idx, outcome);
-                    return Ok((resp, retries, idx));
-                }
-                Ok(Err(e)) if is_body_limit(&e) => {
-                    return Err(ProxyError::new(
-                        ErrorCode::PayloadTooLarge,
-                        format!("request body exceeds {} bytes", route.max_body),
-                    ));
-                }
-                Ok(Err(e)) if e.is_connect() => {
-                    upstream.report(idx, Outcome::Failed);
-                    if retries == 0 && pin.is_none() && body.replayable() && upstream.len() > 1 {
-                        metrics::upstream_retry("connect_error");
-                        tracing::debug!(upstream = %upstream.name, error = %error_chain(&e), "connect failed; trying another target");
-                        retries += 1;
-                        exclude = Some(idx);
-                        continue;
-                    }
-                    return Err(ProxyError::new(
-                        ErrorCode::UpstreamUnavailable,
-                        "upstream unreachable",
-                    )
-                    .with_source(error_chain(&e)));
-                }
-                Ok(Err(e)) => {
-                    upstream.report(idx, Outcome::Failed);
-                    return Err(ProxyError::new(
-                        ErrorCode::UpstreamError,
-                        "upstream connection failed",
-                    )
-                    .with_source(error_chain(&e)));
-                }
-            }
-        }
+        body: B,
+        max_body: u64,
+        retry_limit: u64,
+    ) -> Result<OutBody, ProxyError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let read_timeout = ctx
+            .route
+            .as_ref()
+            .map_or(intent::READ_TIMEOUT, |r| r.timeout);
+        let out = body::prepare(headers, body, max_body, retry_limit, read_timeout).await?;
+        ctx.log.bytes_in = out.buffered_len();
+        Ok(out)
     }
 
-    /// Phase `respond`: hop-by-hop headers out; SSE goes through the relay,
-    /// everything else streams through as it comes.
-    fn respond(
+    /// Phase `response_filter`: the upstream's answer as it affects this
+    /// node's state — MCP sessions created, kept or ended.
+    async fn response_filter(
         &self,
+        ctx: &mut RequestCtx,
         route: &Route,
-        resp: Response<Incoming>,
-        request_id: &str,
-    ) -> Response<BoxBody> {
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        parts.version = Version::default();
-        let body = if parts.status.is_success() && crate::sse::is_event_stream(&parts.headers) {
-            parts.headers.remove(CONTENT_LENGTH);
-            parts
-                .headers
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            parts
-                .headers
-                .insert("x-accel-buffering", HeaderValue::from_static("no"));
-            let opts = RelayOptions {
-                route: route.name.clone(),
-                request_id: request_id.to_string(),
-                idle_timeout: route.sse.idle_timeout,
-                heartbeat_interval: route.sse.heartbeat_interval,
-                max_event_bytes: usize::try_from(route.sse.max_event_bytes.as_u64())
-                    .unwrap_or(usize::MAX),
-            };
-            relay(
-                body.map_err(Into::into).boxed(),
-                opts,
-                self.app.shutdown.token(),
-            )
-        } else {
-            BodyExt::boxed(IdleTimeout::new(
-                body.map_err(Into::into).boxed(),
-                route.timeout,
-            ))
-        };
-        Response::from_parts(parts, body)
+        method: &http::Method,
+        ex: &mut Exchange,
+    ) -> Result<(), ProxyError> {
+        let client = ctx.client_name();
+        mcp::after(
+            self,
+            route,
+            &ctx.session,
+            method,
+            client.as_deref(),
+            ex.target,
+            &mut ex.response,
+        )
+        .await
     }
-}
-
-/// The client's `x-request-id` when it is sane, else a new random one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| hex::encode(rand::random::<[u8; 12]>()), str::to_string)
-}
-
-/// Largest 401 body read so the connection behind it can be reused.
-const DRAIN_LIMIT: usize = 64 * 1024;
-/// Upper bound of that read.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Reads a discarded response to its end in the background, so its pooled
-/// connection goes back to the pool instead of being closed. A large or slow
-/// body is dropped (closing the connection) rather than waited for.
-fn drain_for_reuse(response: Response<Incoming>) {
-    let body = http_body_util::Limited::new(response.into_body(), DRAIN_LIMIT);
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(DRAIN_TIMEOUT, body.collect()).await;
-    });
 }
