@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Limited};
 use rhizome_proto::ErrorCode;
 
 use crate::error::{full, ProxyError};
+use crate::sse::relay::StreamEnd;
 use crate::{metrics, BoxBody, BoxError};
 
 /// A request body as forwarded upstream.
@@ -234,6 +235,9 @@ pub struct AccessLog {
     pub error: Option<&'static str>,
     /// Retries made.
     pub retries: u32,
+    /// For a relayed SSE stream: why it ended (idle timeout, upstream error…),
+    /// which the body's end alone does not tell.
+    pub stream_end: Option<StreamEnd>,
 }
 
 /// A response body that logs and counts the request when it ends or is dropped.
@@ -257,6 +261,11 @@ impl Observed {
 
     fn finish(&mut self, outcome: &'static str) {
         let Some(log) = self.log.take() else { return };
+        let outcome = log
+            .stream_end
+            .as_ref()
+            .and_then(StreamEnd::outcome)
+            .unwrap_or(outcome);
         let elapsed = self.start.elapsed();
         metrics::request(&log.route, &log.method, log.status, elapsed);
         tracing::info!(

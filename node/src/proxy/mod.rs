@@ -164,7 +164,7 @@ impl Proxy {
             &mut ex.response,
         )
         .await?;
-        Ok(self.respond(&route, ex.response, &log.request_id))
+        Ok(self.respond(&route, ex.response, log))
     }
 
     /// Phase `route`: longest prefix (and host) match.
@@ -370,7 +370,7 @@ impl Proxy {
         &self,
         route: &Route,
         resp: Response<Incoming>,
-        request_id: &str,
+        log: &mut AccessLog,
     ) -> Response<BoxBody> {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -385,17 +385,19 @@ impl Proxy {
                 .insert("x-accel-buffering", HeaderValue::from_static("no"));
             let opts = RelayOptions {
                 route: route.name.clone(),
-                request_id: request_id.to_string(),
+                request_id: log.request_id.clone(),
                 idle_timeout: route.sse.idle_timeout,
                 heartbeat_interval: route.sse.heartbeat_interval,
                 max_event_bytes: usize::try_from(route.sse.max_event_bytes.as_u64())
                     .unwrap_or(usize::MAX),
             };
-            relay(
+            let (body, end) = relay(
                 body.map_err(Into::into).boxed(),
                 opts,
                 self.app.shutdown.token(),
-            )
+            );
+            log.stream_end = Some(end);
+            body
         } else {
             BodyExt::boxed(IdleTimeout::new(
                 body.map_err(Into::into).boxed(),
