@@ -96,6 +96,9 @@ pub async fn run(
             shutdown.token(),
         );
     }
+    shutdown
+        .tasks()
+        .spawn(app.sessions.clone().run_gauge(shutdown.token()));
     // Embedded: this node owns every credential and refreshes them ahead.
     // redis-lock: every node refreshes ahead; the fenced lock lets one call through.
     crate::metrics::ownership_embedded();

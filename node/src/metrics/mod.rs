@@ -104,7 +104,7 @@ fn describe() {
     );
     describe_gauge!(
         "rhizome_sessions_active",
-        "MCP sessions in this node's local cache."
+        "Live MCP proxy sessions in the session store (every node's with Redis), recounted periodically."
     );
     describe_counter!(
         "rhizome_sessions_created_total",
@@ -122,8 +122,8 @@ pub fn redis_op(op: &'static str, duration: Duration) {
     histogram!("rhizome_redis_op_duration_seconds", "op" => op).record(duration);
 }
 
-/// Sessions in the local cache.
-pub fn sessions_active(n: usize) {
+/// Live sessions in the store.
+pub fn sessions_active(n: u64) {
     gauge!("rhizome_sessions_active").set(n as f64);
 }
 
