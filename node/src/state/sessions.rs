@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fred::clients::Client;
 use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::{ClusterHash, CustomCommand, Expiration};
 use rhizome_proto::codec;
@@ -232,7 +231,7 @@ impl RedisSessionStore {
         all.push(SESSION_INDEX.to_string());
         all.extend(args);
         let cmd = CustomCommand::new_static(cmd, ClusterHash::FirstKey, false);
-        let client: Client = self.redis.pool().next().clone();
+        let client = self.redis.pool().next();
         self.redis
             .run(op, client.custom::<R, String>(cmd, all))
             .await
