@@ -7,7 +7,9 @@
 //! through the end-to-end harness of `rhizome-tests` (the standard test
 //! config) and runs five scenarios, each bounded in requests and wall time:
 //! `direct-open`, `node-open`, `direct-credentialed`, `node-credentialed`
-//! and `sse-first-event`.
+//! and `sse-first-event`. With `--memory` it runs only the memory scenario
+//! instead: `--memory-requests` (default 1 M) through the node with nobody
+//! scraping `/metrics`, reporting the node's RSS before and after.
 //!
 //! The harness finds `rhizome-node` and `rhizome-mock` next to this
 //! executable (`target/<profile>/`), so build all binaries with the same
@@ -20,6 +22,7 @@
 //! Token values, client keys and secrets are never printed or logged.
 
 mod load;
+mod memory;
 mod report;
 mod sse;
 
@@ -68,6 +71,17 @@ struct Args {
     /// (`RUST_LOG=info,rhizome::access=off`; the default is `info`, as deployed).
     #[arg(long)]
     no_access_log: bool,
+    /// Run only the memory scenario: `--memory-requests` through the node with
+    /// nobody scraping `/metrics`, and the node's RSS at idle and after. The
+    /// access log is off (a million lines would fill the log directory).
+    #[arg(long)]
+    memory: bool,
+    /// Requests of the memory scenario.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    memory_requests: u64,
+    /// Wall-time limit in seconds of the memory scenario.
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    memory_max_seconds: u64,
 }
 
 #[tokio::main]
@@ -84,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let node_log = if args.no_access_log {
+    let node_log = if args.no_access_log || args.memory {
         "info,rhizome::access=off"
     } else {
         "info"
@@ -156,6 +170,24 @@ async fn main() -> anyhow::Result<()> {
         load::preflight(&client, t).await?;
     }
 
+    if args.memory {
+        let limits = Limits {
+            requests: args.memory_requests,
+            max_time: Duration::from_secs(args.memory_max_seconds),
+            warmup: 0,
+            ..limits
+        };
+        eprintln!("running the memory scenario ({} requests)", limits.requests);
+        let target = targets
+            .iter()
+            .find(|t| t.name == "node-credentialed")
+            .context("node-credentialed scenario")?;
+        let m = memory::run(&client, target, node.proc.pid(), limits).await?;
+        let text = memory::render(&m, profile(), limits, node_log);
+        let findings = secrets::scan_dir(&env.dir).len();
+        return finish(&text, args.out.as_deref(), findings);
+    }
+
     let mut outcomes = Vec::with_capacity(targets.len());
     for t in &targets {
         eprintln!("running {}", t.name);
@@ -175,11 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let facts = report::Facts {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu: cpu_model(),
-        profile: if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
+        profile: profile(),
         limits,
         sse_iterations: args.sse_iterations,
         node_log: node_log.to_owned(),
@@ -187,12 +215,24 @@ async fn main() -> anyhow::Result<()> {
         secret_findings: findings,
     };
     let text = report::render(&facts, &outcomes, &sse);
-    print!("{text}");
-    if let Some(path) = &args.out {
-        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    finish(&text, args.out.as_deref(), findings)
+}
+
+fn profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
     }
-    drop(node);
-    drop(mock);
+}
+
+/// Prints the report (and writes it to `out`), then fails when the secret
+/// scan of the captured logs found anything.
+fn finish(text: &str, out: Option<&std::path::Path>, findings: usize) -> anyhow::Result<()> {
+    print!("{text}");
+    if let Some(path) = out {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     if findings > 0 {
         bail!("{findings} secret finding(s) in the captured logs");
     }

@@ -99,6 +99,9 @@ pub async fn run(
             shutdown.token(),
         );
     }
+    shutdown
+        .tasks()
+        .spawn(app.sessions.clone().run_gauge(shutdown.token()));
     app.ownership.start(&shutdown.token());
 
     let grace = config.node.shutdown_grace;

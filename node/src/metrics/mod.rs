@@ -3,6 +3,10 @@
 //! (so `promtool check metrics` finds HELP and TYPE) and recorded through the
 //! small functions below, so names and labels live in one place. Labels carry
 //! route, credential and outcome *names*, never values.
+//!
+//! Memory stays bounded whether or not anybody scrapes: the exporter keeps a
+//! histogram's raw samples until they are folded into its fixed buckets, and
+//! without a scrape only the upkeep task started by [`install`] does that.
 
 use std::time::Duration;
 
@@ -11,19 +15,41 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
-/// Latency buckets, in seconds: 0.5 ms to 60 s.
+/// Latency buckets, in seconds: 0.5 ms to 60 s. Every histogram is rendered
+/// with these fixed buckets (plus `+Inf`, `_sum`, `_count`), so a series costs
+/// the same whatever the request count.
 const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
 ];
 
-/// Installs the process-wide recorder and describes every metric.
+/// How often recorded histogram samples are folded into their buckets. Until
+/// then each sample is held raw (8 bytes plus block overhead), so this bounds
+/// the memory of unscraped samples to one second of traffic.
+pub const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Installs the process-wide recorder, describes every metric and starts the
+/// upkeep task. Call from within the Tokio runtime; the task runs until the
+/// runtime stops.
 pub fn install() -> Result<PrometheusHandle, BuildError> {
     let handle = PrometheusBuilder::new()
         .set_buckets(BUCKETS)?
         .install_recorder()?;
     describe();
+    tokio::spawn(upkeep(handle.clone()));
     Ok(handle)
+}
+
+/// `install_recorder` (unlike the exporter's own HTTP listener, which the
+/// node does not use: `/metrics` is served by the admin API) leaves upkeep to
+/// its caller; without it histogram samples pile up until the next scrape.
+async fn upkeep(handle: PrometheusHandle) {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        handle.run_upkeep();
+    }
 }
 
 fn describe() {
@@ -78,7 +104,7 @@ fn describe() {
     );
     describe_gauge!(
         "rhizome_sessions_active",
-        "MCP sessions in this node's local cache."
+        "Live MCP proxy sessions in the session store (every node's with Redis), recounted periodically."
     );
     describe_counter!(
         "rhizome_sessions_created_total",
@@ -96,8 +122,8 @@ pub fn redis_op(op: &'static str, duration: Duration) {
     histogram!("rhizome_redis_op_duration_seconds", "op" => op).record(duration);
 }
 
-/// Sessions in the local cache.
-pub fn sessions_active(n: usize) {
+/// Live sessions in the store.
+pub fn sessions_active(n: u64) {
     gauge!("rhizome_sessions_active").set(n as f64);
 }
 

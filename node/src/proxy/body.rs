@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Limited};
 use rhizome_proto::ErrorCode;
 
 use crate::error::{full, ProxyError};
+use crate::sse::relay::StreamEnd;
 use crate::{metrics, BoxBody, BoxError};
 
 /// A request body as forwarded upstream.
@@ -234,6 +235,15 @@ pub struct AccessLog {
     pub error: Option<&'static str>,
     /// Retries made.
     pub retries: u32,
+    /// For a relayed SSE stream: why it ended (idle timeout, upstream error…),
+    /// which the body's end alone does not tell.
+    pub stream_end: Option<StreamEnd>,
+}
+
+/// Milliseconds rounded to the microsecond, for log lines that stay readable.
+pub fn millis(d: Duration) -> f64 {
+    // Exact for any duration below 2^53 µs (285 years).
+    d.as_micros() as f64 / 1000.0
 }
 
 /// A response body that logs and counts the request when it ends or is dropped.
@@ -257,6 +267,11 @@ impl Observed {
 
     fn finish(&mut self, outcome: &'static str) {
         let Some(log) = self.log.take() else { return };
+        let outcome = log
+            .stream_end
+            .as_ref()
+            .and_then(StreamEnd::outcome)
+            .unwrap_or(outcome);
         let elapsed = self.start.elapsed();
         metrics::request(&log.route, &log.method, log.status, elapsed);
         tracing::info!(
@@ -270,8 +285,8 @@ impl Observed {
             status = log.status,
             error = log.error.unwrap_or("-"),
             retries = log.retries,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_ms = log.upstream.map(|d| d.as_secs_f64() * 1000.0),
+            duration_ms = millis(elapsed),
+            upstream_ms = log.upstream.map(millis),
             bytes_in = log.bytes_in,
             bytes_out = self.bytes,
             outcome,

@@ -43,11 +43,14 @@ impl Proxy {
                 max_event_bytes: usize::try_from(route.sse.max_event_bytes.as_u64())
                     .unwrap_or(usize::MAX),
             };
-            relay(
+            let (body, end) = relay(
                 body.map_err(Into::into).boxed(),
                 opts,
                 self.app.shutdown.token(),
-            )
+            );
+            // How the stream ended is only known to the relay: the log asks it.
+            ctx.log.stream_end = Some(end);
+            body
         } else {
             BodyExt::boxed(IdleTimeout::new(
                 body.map_err(Into::into).boxed(),

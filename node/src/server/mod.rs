@@ -3,13 +3,17 @@
 //! limits of `[limits]`:
 //! - a connection that sends nothing within `header_read_timeout` is closed
 //!   (covers the protocol sniffing that precedes hyper's own head timeout);
-//! - heads larger than `max_header_bytes` get 431 from hyper;
+//! - heads larger than `max_header_bytes` get 431, unparseable ones 400, both
+//!   as Rhizome's JSON error (hyper's own bare answers are replaced: see
+//!   [`parse_errors`]);
 //! - at most `max_connections` connections are served at once; beyond that
 //!   the listener stops accepting and the kernel backlog holds the rest.
 //!
 //! On shutdown it stops accepting, asks every connection to finish gracefully
 //! (keep-alive ends, in-flight requests complete, SSE streams are ended by the
 //! relay) and gives them `grace` before returning.
+
+mod parse_errors;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use crate::shutdown::Shutdown;
 use crate::BoxError;
+use parse_errors::{Calls, Counted, Guarded};
 
 /// Serves the services made by `make` (one per connection, given the peer)
 /// on `listener` until `shutdown` triggers, then drains for up to `grace`.
@@ -44,12 +49,13 @@ pub async fn serve<M, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let head_limit = limits.max_header_bytes.max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_buf_size(head_limit);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -90,8 +96,10 @@ pub async fn serve<M, S, B>(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
+            let calls = Arc::new(Calls::default());
+            let io = Guarded::new(stream, calls.clone(), head_limit);
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(io), Counted::new(service, calls))
                 .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");

@@ -5,12 +5,17 @@
 //! request. A small local cache keeps hits at zero state-store commands;
 //! a miss is one command (GETEX, which also slides the TTL); the TTL of cached
 //! sessions is slid in the background at most every quarter of the TTL.
+//!
+//! `rhizome_sessions_active` counts sessions in the store — every node's with
+//! Redis — not this node's cache: [`Sessions::run_gauge`] recounts them every
+//! [`COUNT_EVERY`] (a bounded cost; see [`crate::state::sessions`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rhizome_proto::records::{SessionRecord, StateEvent};
+use tokio_util::sync::CancellationToken;
 
 use crate::credentials::source::unix_ms;
 use crate::metrics;
@@ -28,6 +33,8 @@ pub const STATELESS_REVISION: &str = "2026-07-28";
 const MAX_CACHED: usize = 10_000;
 /// A cached entry is trusted this long at most before it is read again.
 const CACHE_FOR: Duration = Duration::from_secs(30);
+/// How often `rhizome_sessions_active` is recounted from the store.
+pub const COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// Sessions: the shared store plus this node's cache of it.
 #[derive(Debug)]
@@ -85,7 +92,6 @@ impl Sessions {
                 cached_at: now,
             },
         );
-        metrics::sessions_active(cache.len());
     }
 
     /// The session `id` for `client` on `route`, sliding its TTL.
@@ -158,15 +164,29 @@ impl Sessions {
 
     /// Drops `id` from this node's cache (deleted elsewhere).
     pub fn forget_local(&self, id: &str) {
-        let mut cache = self.cache();
-        cache.remove(id);
-        metrics::sessions_active(cache.len());
+        self.cache().remove(id);
     }
 
     /// Drops the whole local cache (events may have been missed).
     pub fn clear_local(&self) {
         self.cache().clear();
-        metrics::sessions_active(0);
+    }
+
+    /// Keeps `rhizome_sessions_active` at the store's count until `stop`.
+    /// While the store does not answer the gauge keeps its last value.
+    pub async fn run_gauge(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(COUNT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            match self.store.count().await {
+                Ok(n) => metrics::sessions_active(n),
+                Err(e) => tracing::debug!(error = %e, "sessions not counted"),
+            }
+        }
     }
 
     /// A page of sessions, for the admin API.

@@ -231,6 +231,35 @@ mod tests {
         assert_eq!(evs[0].data.as_deref(), Some(""));
     }
 
+    #[test]
+    fn crlf_split_at_the_blank_line_is_one_terminator() {
+        // Every way of cutting "…\r\n\r\n" between its CR and LF.
+        let text = b"data: a\r\n\r\ndata: b\r\n\r\n";
+        for cut in 1..text.len() {
+            let (head, tail) = text.split_at(cut);
+            let evs = parse_all(&[head, tail]);
+            let data: Vec<_> = evs.iter().map(|e| e.data.as_deref()).collect();
+            assert_eq!(data, [Some("a"), Some("b")], "cut at {cut}");
+        }
+        // The CR of the blank line dispatches at once; the LF in the next
+        // chunk completes it and starts no line of its own.
+        let mut p = SseParser::new(1024);
+        let mut out = Vec::new();
+        p.push(b"data: a\r\n\r", &mut out).expect("parse");
+        assert_eq!(out.len(), 1);
+        p.push(b"\n", &mut out).expect("parse");
+        p.push(b"\r\n", &mut out).expect("parse"); // a stray blank line: no event
+        p.push(b"data: b\r", &mut out).expect("parse");
+        p.push(b"\n\r", &mut out).expect("parse");
+        assert_eq!(out.len(), 2);
+        p.push(b"\ndata: c\n\n", &mut out).expect("parse");
+        let data: Vec<_> = out.iter().map(|e| e.data.as_deref()).collect();
+        assert_eq!(data, [Some("a"), Some("b"), Some("c")]);
+        let raw: Vec<u8> = out.iter().flat_map(|e| e.raw.to_vec()).collect();
+        // The stray blank line (with the LF before it) is not forwarded.
+        assert_eq!(raw, b"data: a\r\n\rdata: b\r\n\r\ndata: c\n\n");
+    }
+
     fn arb_event() -> impl Strategy<Value = (Option<String>, Vec<String>)> {
         (
             proptest::option::of("[a-z0-9.]{1,8}"),
@@ -238,22 +267,48 @@ mod tests {
         )
     }
 
+    const EOLS: [&str; 3] = ["\n", "\r", "\r\n"];
+
+    /// The stream text for `events`, each line ending with the next of `eols`
+    /// (cycled). A blank line right after a CR never ends in a lone LF: the
+    /// two would be one CRLF, in any parser.
+    fn render(events: &[(Option<String>, Vec<String>)], eols: &[usize]) -> String {
+        let mut text = String::new();
+        let mut eol = eols.iter().cycle().map(|&i| EOLS[i % 3]);
+        let mut line = |text: &mut String, content: &str| {
+            let mut e = eol.next().unwrap_or("\n");
+            if content.is_empty() && text.ends_with('\r') && e == "\n" {
+                e = "\r\n";
+            }
+            text.push_str(content);
+            text.push_str(e);
+        };
+        for (id, data) in events {
+            if let Some(id) = id {
+                line(&mut text, &format!("id: {id}"));
+            }
+            for d in data {
+                line(&mut text, &format!("data: {d}"));
+            }
+            line(&mut text, "");
+        }
+        text
+    }
+
     proptest! {
         #[test]
         fn any_split_and_line_ending_gives_the_same_events(
             events in proptest::collection::vec(arb_event(), 1..6),
-            eol in prop_oneof![Just("\n"), Just("\r"), Just("\r\n")],
+            eols in proptest::collection::vec(0usize..3, 1..8),
             cuts in proptest::collection::vec(0usize..400, 0..12),
         ) {
-            let mut text = String::new();
-            for (id, data) in &events {
-                if let Some(id) = id { text.push_str(&format!("id: {id}{eol}")); }
-                for d in data { text.push_str(&format!("data: {d}{eol}")); }
-                text.push_str(eol);
-            }
+            let text = render(&events, &eols);
             let bytes = text.as_bytes();
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            // Also cut right after every CR: the CR/LF boundary is the hard case.
+            cuts.extend(bytes.iter().enumerate().filter(|(_, b)| **b == b'\r').map(|(i, _)| i + 1));
             cuts.sort_unstable();
+            cuts.dedup();
             let mut chunks = Vec::new();
             let mut last = 0;
             for c in cuts { chunks.push(&bytes[last..c]); last = c; }

@@ -4,8 +4,11 @@
 //! heartbeat and idle timers and ends the stream on shutdown. When the client
 //! goes away the channel closes, the task notices at once (`Sender::closed`)
 //! and drops the upstream body, which closes the upstream connection.
+//! How the stream ended is recorded in a [`StreamEnd`] that the access log
+//! reads, so a stream cut by an idle timeout is not logged as `complete`.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,15 +41,38 @@ pub struct RelayOptions {
     pub max_event_bytes: usize,
 }
 
-/// Wraps an upstream SSE body; the returned body is what the client reads.
-pub fn relay(upstream: BoxBody, opts: RelayOptions, shutdown: CancellationToken) -> BoxBody {
+/// Wraps an upstream SSE body; the returned body is what the client reads,
+/// and the [`StreamEnd`] says, once the relay has stopped, why it did.
+pub fn relay(
+    upstream: BoxBody,
+    opts: RelayOptions,
+    shutdown: CancellationToken,
+) -> (BoxBody, StreamEnd) {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
-    tokio::spawn(pump(upstream, tx, opts, shutdown));
-    ChannelBody { rx }.boxed()
+    let end = StreamEnd::default();
+    tokio::spawn(pump(upstream, tx, opts, shutdown, end.clone()));
+    (ChannelBody { rx }.boxed(), end)
+}
+
+/// How a relayed stream ended, as the access log's `outcome` names it. Set by
+/// the relay task before it closes the client's body, so whoever sees the
+/// body end also sees the reason.
+#[derive(Debug, Clone, Default)]
+pub struct StreamEnd(Arc<OnceLock<&'static str>>);
+
+impl StreamEnd {
+    /// The outcome, once the relay has stopped.
+    pub fn outcome(&self) -> Option<&'static str> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, end: End) {
+        let _ = self.0.set(end.as_str());
+    }
 }
 
 /// Why a relayed stream ended; logged and counted.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     UpstreamFinished,
     UpstreamError,
@@ -57,11 +83,27 @@ enum End {
     EventTooLarge,
 }
 
+impl End {
+    /// The access log's `outcome` for this end.
+    fn as_str(self) -> &'static str {
+        match self {
+            End::UpstreamFinished => "complete",
+            End::UpstreamError => "upstream_error",
+            End::ClientGone => "client_gone",
+            End::ClientStalled => "client_stalled",
+            End::IdleTimeout => "idle_timeout",
+            End::Shutdown => "shutdown",
+            End::EventTooLarge => "oversize",
+        }
+    }
+}
+
 async fn pump(
     mut upstream: BoxBody,
     tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     opts: RelayOptions,
     shutdown: CancellationToken,
+    outcome: StreamEnd,
 ) {
     let _active = metrics::SseStreamGuard::new(&opts.route);
     let mut parser = SseParser::new(opts.max_event_bytes);
@@ -114,10 +156,12 @@ async fn pump(
             }
         }
     };
+    // Before `tx` drops: the client's body ends only after the reason is set.
+    outcome.set(end);
     if parser.pending_bytes() > 0 {
         tracing::debug!(request_id = %opts.request_id, bytes = parser.pending_bytes(), "dropped incomplete sse event at end of stream");
     }
-    tracing::debug!(request_id = %opts.request_id, route = %opts.route, end = ?end, "sse stream ended");
+    tracing::debug!(request_id = %opts.request_id, route = %opts.route, outcome = end.as_str(), "sse stream ended");
 }
 
 /// Hands bytes to the client. A client that stops reading for `patience`, or
@@ -188,7 +232,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forwards_complete_events_only_and_sends_heartbeats() {
         let (up, body) = upstream();
-        let mut client = relay(body, opts(), CancellationToken::new());
+        let (mut client, end) = relay(body, opts(), CancellationToken::new());
         up.send(Ok(Frame::data(Bytes::from_static(b"data: 1\n\ndata: par"))))
             .await
             .expect("send");
@@ -202,6 +246,9 @@ mod tests {
             .expect("send");
         let f = next_data(&mut client).await;
         assert_eq!(&f[..], b"data: partial\n\n");
+        drop(up);
+        assert!(client.frame().await.is_none());
+        assert_eq!(end.outcome(), Some("complete"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -209,17 +256,43 @@ mod tests {
         let (_up, body) = upstream();
         let mut o = opts();
         o.heartbeat_interval = Duration::from_secs(3600);
-        let mut client = relay(body, o, CancellationToken::new());
+        let (mut client, end) = relay(body, o, CancellationToken::new());
         assert!(client.frame().await.is_none());
+        assert_eq!(end.outcome(), Some("idle_timeout"));
+    }
+
+    #[tokio::test]
+    async fn each_end_is_named_for_what_it_was() {
+        // Upstream read error.
+        let (up, body) = upstream();
+        let (mut client, end) = relay(body, opts(), CancellationToken::new());
+        up.send(Err("reset".into())).await.expect("send");
+        assert!(client.frame().await.is_none());
+        assert_eq!(end.outcome(), Some("upstream_error"));
+        // An event larger than max_event_bytes.
+        let (up, body) = upstream();
+        let (mut client, end) = relay(body, opts(), CancellationToken::new());
+        let big = Bytes::from(vec![b'x'; 2048]);
+        up.send(Ok(Frame::data(big))).await.expect("send");
+        assert!(client.frame().await.is_none());
+        assert_eq!(end.outcome(), Some("oversize"));
+        // Shutdown.
+        let (_up, body) = upstream();
+        let stop = CancellationToken::new();
+        let (mut client, end) = relay(body, opts(), stop.clone());
+        stop.cancel();
+        assert!(client.frame().await.is_none());
+        assert_eq!(end.outcome(), Some("shutdown"));
     }
 
     #[tokio::test]
     async fn client_gone_drops_the_upstream() {
         let (up, body) = upstream();
-        let client = relay(body, opts(), CancellationToken::new());
+        let (client, end) = relay(body, opts(), CancellationToken::new());
         drop(client);
         tokio::time::timeout(Duration::from_secs(5), up.closed())
             .await
             .expect("upstream body dropped after the client went away");
+        assert_eq!(end.outcome(), Some("client_gone"));
     }
 }

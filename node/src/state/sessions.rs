@@ -2,6 +2,14 @@
 //! TTL, batch operations and cursor pagination) and its two implementations,
 //! in memory (the embedded default) and in Redis. The rest of the node holds
 //! an `Arc<dyn SessionStore>` and never knows which one it has.
+//!
+//! Counting live sessions (`rhizome_sessions_active`) must not cost a SCAN of
+//! the keyspace, so Redis keeps an index next to the records: the sorted set
+//! [`SESSION_INDEX`] of proxy ids scored by the expiry last written (unix ms).
+//! Create adds, delete removes; a sliding TTL does not touch it (the hot path
+//! stays one command). Counting re-checks, a bounded batch at a time, entries
+//! whose recorded expiry has passed: gone ones leave the index, live ones get
+//! their real expiry. The count is the index's size.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -55,6 +63,9 @@ pub trait SessionStore: Send + Sync + Debug {
     fn delete_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, u64>;
     /// A page of at most about `limit` sessions after `cursor`.
     fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page>;
+    /// Live sessions, every node's. With Redis, sessions that expired may be
+    /// counted until a few counts have caught up with them.
+    fn count(&self) -> StoreFuture<'_, u64>;
 }
 
 /// Sessions in this process: the embedded default.
@@ -181,7 +192,20 @@ impl SessionStore for MemorySessionStore {
         }
         ready(Ok(Page { items, next }))
     }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        let now = Instant::now();
+        let mut map = self.map();
+        map.retain(|_, (_, exp)| *exp > now);
+        ready(Ok(map.len() as u64))
+    }
 }
+
+/// The sorted set indexing live sessions for counting (see the module doc).
+pub const SESSION_INDEX: &str = "rz:sess-index";
+/// Index entries past their recorded expiry re-checked per count, at most:
+/// one `PTTL` each, then one `ZADD` and one `ZREM` for the batch.
+const RECONCILE_BATCH: usize = 128;
 
 /// Sessions in Redis: `rz:sess:{P}` → encoded [`SessionRecord`] with a TTL.
 #[derive(Debug)]
@@ -193,6 +217,73 @@ impl RedisSessionStore {
     /// A store over `redis`.
     pub fn new(redis: Arc<Redis>) -> Self {
         RedisSessionStore { redis }
+    }
+
+    /// One sorted-set command on the index (the enabled fred interfaces have
+    /// no sorted sets).
+    async fn index<R: fred::types::FromValue>(
+        &self,
+        op: &'static str,
+        cmd: &'static str,
+        args: Vec<String>,
+    ) -> Result<R, StateError> {
+        let mut all = Vec::with_capacity(args.len() + 1);
+        all.push(SESSION_INDEX.to_string());
+        all.extend(args);
+        let cmd = CustomCommand::new_static(cmd, ClusterHash::FirstKey, false);
+        let client = self.redis.client();
+        self.redis
+            .run(op, client.custom::<R, String>(cmd, all))
+            .await
+    }
+
+    async fn unindex(&self, ids: &[String]) -> Result<(), StateError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.index::<i64>("session_unindex", "ZREM", ids.to_vec())
+            .await
+            .map(drop)
+    }
+
+    /// Re-checks up to [`RECONCILE_BATCH`] entries whose recorded expiry passed.
+    async fn reconcile(&self) -> Result<(), StateError> {
+        let now = crate::credentials::source::unix_ms();
+        let due: Vec<String> = self
+            .index(
+                "session_index_due",
+                "ZRANGEBYSCORE",
+                vec![
+                    "-inf".into(),
+                    now.to_string(),
+                    "LIMIT".into(),
+                    "0".into(),
+                    RECONCILE_BATCH.to_string(),
+                ],
+            )
+            .await?;
+        let client = self.redis.client();
+        let ttls = futures_util::future::join_all(due.iter().map(|id| {
+            self.redis
+                .run("session_pttl", client.pttl::<i64, _>(session_key(id)))
+        }))
+        .await;
+        let mut gone = Vec::new();
+        let mut live = Vec::new();
+        for (id, ttl) in due.into_iter().zip(ttls) {
+            match ttl? {
+                -2 => gone.push(id),
+                // No expiry at all (set by hand): never due again.
+                -1 => live.extend(["+inf".to_string(), id]),
+                ms => live.extend([now.saturating_add(ms.unsigned_abs()).to_string(), id]),
+            }
+        }
+        if !live.is_empty() {
+            let mut args = vec!["XX".to_string()];
+            args.extend(live);
+            self.index::<i64>("session_index", "ZADD", args).await?;
+        }
+        self.unindex(&gone).await
     }
 }
 
@@ -276,7 +367,16 @@ impl SessionStore for RedisSessionStore {
                         false,
                     ),
                 )
-                .await
+                .await?;
+            let expires = crate::credentials::source::unix_ms()
+                .saturating_add(u64::try_from(secs(ttl)).unwrap_or(0).saturating_mul(1000));
+            self.index::<i64>(
+                "session_index",
+                "ZADD",
+                vec![expires.to_string(), id.to_string()],
+            )
+            .await
+            .map(drop)
         })
     }
 
@@ -299,6 +399,7 @@ impl SessionStore for RedisSessionStore {
                 .redis
                 .run("session_delete", client.del(session_key(id)))
                 .await?;
+            self.unindex(&[id.to_string()]).await?;
             Ok(n > 0)
         })
     }
@@ -310,7 +411,9 @@ impl SessionStore for RedisSessionStore {
             }
             let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
             let client = self.redis.client();
-            self.redis.run("session_delete", client.del(keys)).await
+            let n = self.redis.run("session_delete", client.del(keys)).await?;
+            self.unindex(ids).await?;
+            Ok(n)
         })
     }
 
@@ -343,6 +446,13 @@ impl SessionStore for RedisSessionStore {
                 items,
                 next: (next != "0").then_some(next),
             })
+        })
+    }
+
+    fn count(&self) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            self.reconcile().await?;
+            self.index("session_count", "ZCARD", Vec::new()).await
         })
     }
 }
@@ -397,6 +507,7 @@ mod tests {
         );
         assert!(s.delete("p2").await.expect("del"));
         assert!(!s.delete("p2").await.expect("del"));
+        assert_eq!(s.count().await.expect("count"), 2, "p3, p4; short expired");
     }
 
     #[tokio::test]

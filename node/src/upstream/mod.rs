@@ -2,19 +2,24 @@
 //! Targets are chosen round-robin among the healthy ones; passive outlier
 //! ejection takes a target out after `eject_after` consecutive connect errors or
 //! 5xx answers, for `eject_time` doubling on each repeated ejection (up to 8×).
-//! When every target is ejected the one whose ejection ends first is used
-//! (panic routing), so a fully failing upstream still gets probed.
+//! A flapping target (back from ejection, a few good answers, failing again)
+//! keeps its backoff: it is forgiven only once it has gone without a failure
+//! for as long as its last ejection lasted. When every target is ejected the
+//! one whose ejection ends first is used (panic routing), so a fully failing
+//! upstream still gets probed.
 
 pub mod client;
 pub mod headers;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use rhizome_proto::config::{ConfigError, UpstreamConfig};
+// Tokio's clock (the system clock outside tests) so tests can pause time.
+use tokio::time::Instant;
 
 pub use client::HttpClient;
 
@@ -38,11 +43,52 @@ struct Target {
     health: Mutex<TargetHealth>,
 }
 
+/// Ejections beyond this one do not lengthen the next: backoff caps at 8×.
+const MAX_BACKOFF_DOUBLINGS: u32 = 3;
+
 #[derive(Debug, Default)]
 struct TargetHealth {
     consecutive_failures: u32,
+    /// Ejections not yet forgiven; the next one lasts `eject_time × 2^this` (capped).
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// How long the last ejection lasted: the failure-free spell that forgives.
+    last_ejection: Duration,
+    /// Since when the target has had no failure (and was not ejected).
+    clean_since: Option<Instant>,
+}
+
+impl TargetHealth {
+    fn healthy(&mut self, now: Instant) {
+        self.consecutive_failures = 0;
+        if self.ejected_until.is_some_and(|until| until > now) {
+            // A panic-routed attempt succeeded: the target is back from now.
+            self.clean_since = Some(now);
+        }
+        self.ejected_until = None;
+        let since = *self.clean_since.get_or_insert(now);
+        if now.duration_since(since) >= self.last_ejection {
+            self.ejections = 0;
+        }
+    }
+
+    /// Counts a failure; returns the ejection time when it ejects the target.
+    fn failed(&mut self, now: Instant, eject_after: u32, eject_time: Duration) -> Option<Duration> {
+        self.clean_since = None;
+        self.consecutive_failures += 1;
+        if self.consecutive_failures < eject_after {
+            return None;
+        }
+        let out_for = eject_time * (1u32 << self.ejections.min(MAX_BACKOFF_DOUBLINGS));
+        let until = now + out_for;
+        self.ejected_until = Some(until);
+        self.ejections = self.ejections.saturating_add(1);
+        self.consecutive_failures = 0;
+        self.last_ejection = out_for;
+        // The forgiving spell starts when the target is back.
+        self.clean_since = Some(until);
+        Some(out_for)
+    }
 }
 
 /// What an attempt against a target showed about its health.
@@ -157,16 +203,12 @@ impl Upstream {
     /// Records the outcome of one attempt against target `idx`.
     pub fn report(&self, idx: usize, outcome: Outcome) {
         let mut h = lock(&self.targets[idx].health);
+        let now = Instant::now();
         match outcome {
-            Outcome::Healthy => *h = TargetHealth::default(),
+            Outcome::Healthy => h.healthy(now),
             Outcome::Failed => {
-                h.consecutive_failures += 1;
-                if h.consecutive_failures >= self.eject_after {
-                    let factor = 1u32 << h.ejections.min(3);
-                    h.ejected_until = Some(Instant::now() + self.eject_time * factor);
-                    h.ejections += 1;
-                    h.consecutive_failures = 0;
-                    tracing::warn!(upstream = %self.name, target = %self.targets[idx].authority, for_secs = (self.eject_time * factor).as_secs(), "target ejected");
+                if let Some(out_for) = h.failed(now, self.eject_after, self.eject_time) {
+                    tracing::warn!(upstream = %self.name, target = %self.targets[idx].authority, for_secs = out_for.as_secs(), "target ejected");
                 }
             }
         }
@@ -233,5 +275,54 @@ mod tests {
         u.report(1, Outcome::Failed);
         // Both ejected: the one whose ejection ends first (target 0).
         assert_eq!(u.pick(None), 0);
+    }
+
+    /// Ejects target 0 (`eject_after` = 2) and returns how long it is out.
+    fn eject(u: &Upstream) -> Duration {
+        u.report(0, Outcome::Failed);
+        u.report(0, Outcome::Failed);
+        let until = lock(&u.targets[0].health)
+            .ejected_until
+            .expect("target 0 ejected");
+        until - Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_backoff_grows_across_flaps_and_resets_after_a_healthy_spell() {
+        let u = upstream(&["http://a:1", "http://b:1"]);
+        let s = Duration::from_secs;
+        assert_eq!(eject(&u), s(10));
+        tokio::time::advance(s(10)).await;
+        // Back, a couple of good answers, failing again: twice as long.
+        u.report(0, Outcome::Healthy);
+        u.report(0, Outcome::Healthy);
+        assert_eq!(eject(&u), s(20));
+        tokio::time::advance(s(20)).await;
+        // Failing again right away: doubles again, then caps at 8×.
+        assert_eq!(eject(&u), s(40));
+        tokio::time::advance(s(40)).await;
+        assert_eq!(eject(&u), s(80));
+        tokio::time::advance(s(80)).await;
+        u.report(0, Outcome::Healthy);
+        assert_eq!(eject(&u), s(80), "capped at 8× eject_time");
+        // Healthy for less than its last ejection: not forgiven yet.
+        tokio::time::advance(s(80)).await;
+        u.report(0, Outcome::Healthy);
+        tokio::time::advance(s(79)).await;
+        u.report(0, Outcome::Healthy);
+        assert_eq!(eject(&u), s(80));
+        // Healthy for as long as its last ejection (counted from its return):
+        // the backoff starts over.
+        tokio::time::advance(s(80 + 80)).await;
+        u.report(0, Outcome::Healthy);
+        assert_eq!(eject(&u), s(10));
+        // A single failure interrupts the healthy spell.
+        tokio::time::advance(s(10)).await;
+        tokio::time::advance(s(9)).await;
+        u.report(0, Outcome::Failed);
+        u.report(0, Outcome::Healthy);
+        tokio::time::advance(s(9)).await;
+        u.report(0, Outcome::Healthy);
+        assert_eq!(eject(&u), s(20));
     }
 }
