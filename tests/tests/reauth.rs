@@ -136,3 +136,24 @@ async fn a_hanging_token_endpoint_does_not_hold_up_its_pool_partner() {
     }
     env.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn a_credential_refused_on_every_path_cools_down() {
+    let fixture::World { env, mock, node } =
+        fixture::world("refused_everywhere", &[], &Tuning::default()).await;
+    // Upstream refuses everything, whatever the token.
+    mock.control("/_mock/config", json!({"api_status": 401})).await;
+    let c = Client::new();
+    let key = fixture::bearer();
+    let h = [("authorization", key.as_str())];
+    // failure_threshold = 3: three refused requests start the cooldown.
+    for i in 0..3 {
+        let r = c.get(&node.url(&format!("/a/x{i}")), &h).await;
+        assert_eq!(r.status, 401, "upstream's 401 is passed on");
+    }
+    let r = c.get(&node.url("/a/after"), &h).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "no_healthy_credential");
+    assert!(token_calls(&mock, "svc-a").await <= 2);
+    env.assert_logs_clean();
+}

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::credentials::CredentialView;
+use crate::credentials::source::TokenError;
 use crate::error::ProxyError;
 use crate::App;
 pub use openapi::openapi_json;
@@ -158,18 +159,20 @@ async fn list_credentials(State(app): State<Arc<App>>) -> Json<CredentialList> {
 #[utoipa::path(post, path = "/admin/v1/credentials/{name}/refresh", tag = "admin",
     params(("name" = String, Path, description = "Credential name")),
     responses((status = 200, body = CredentialView), (status = 404, description = "`not_found`"),
-        (status = 502, description = "`upstream_error`: the token endpoint failed")),
+        (status = 502, description = "`upstream_error`: the token endpoint failed"),
+        (status = 503, description = "`state_store_unavailable`: shared state failed")),
     security(("admin_token" = [])))]
 async fn refresh_credential(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
 ) -> Result<Json<CredentialView>, AdminError> {
     let cred = app.credentials.get(&name).ok_or_else(|| not_found(&name))?;
-    cred.refresh().await.map_err(|e| {
-        AdminError(ProxyError::new(
+    cred.refresh().await.map_err(|e| match e {
+        TokenError::StateStore(e) => AdminError(e.into()),
+        e => AdminError(ProxyError::new(
             ErrorCode::UpstreamError,
             format!("refresh failed: {e}"),
-        ))
+        )),
     })?;
     Ok(Json(cred.view(&app.ownership.owner(cred))))
 }

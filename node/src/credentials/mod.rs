@@ -368,11 +368,14 @@ impl Credential {
         }
     }
 
-    /// Records a 401 that a fresh token did not cure on `path`: the path is
-    /// not refreshed for again for a while, and the failure counts only while
-    /// upstream accepts nothing else from this credential.
-    pub fn upstream_rejected(&self, path: u64) {
-        self.reauth.mark_sticky(path);
+    /// Records a 401 that no fresh token will cure: on `sticky_path` (a
+    /// fresh token was refused there) the path is not refreshed for again for
+    /// a while. The failure counts only while upstream accepts nothing else
+    /// from this credential, so a working credential never cools down.
+    pub fn upstream_rejected(&self, sticky_path: Option<u64>) {
+        if let Some(path) = sticky_path {
+            self.reauth.mark_sticky(path);
+        }
         if let Some(cooldown) = self.health.rejected() {
             metrics::credential_cooldown(&self.name, true);
             tracing::warn!(credential = %self.name, cooldown_secs = cooldown.as_secs(), "upstream rejects fresh tokens of this credential; cooling down");

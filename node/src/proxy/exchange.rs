@@ -232,13 +232,19 @@ async fn on_upstream_status(
         return Next::Done;
     }
     if auth_retried {
-        // A fresh token was refused too: answer the 401 as it is.
-        cred.upstream_rejected(path_key);
+        // A fresh token was refused too: answer the 401 as it is, and do
+        // not refresh for this path again for a while.
+        cred.upstream_rejected(Some(path_key));
         return Next::Done;
     }
-    let decision = cred.on_unauthorized(token, path_key).await;
-    if decision == OnUnauthorized::GiveUp || !body.replayable() {
-        return Next::Done;
+    match cred.on_unauthorized(token, path_key).await {
+        OnUnauthorized::GiveUp => {
+            // Counts only while upstream accepts nothing from the credential.
+            cred.upstream_rejected(None);
+            return Next::Done;
+        }
+        OnUnauthorized::Retry if !body.replayable() => return Next::Done,
+        OnUnauthorized::Retry => {}
     }
     metrics::upstream_retry("unauthorized");
     tracing::info!(credential = %cred.name, version = token.version, "upstream answered 401; retrying with a fresh token");
