@@ -1,5 +1,5 @@
 //! Rhizome's own errors and their one mapping to the JSON error response
-//! `{"error": {"code", "message", "request_id"}}` of DESIGN §2. The message is
+//! `{"error": {"code", "message", "request_id"}}`. The message is
 //! written for the client and never contains secrets; the source, kept for the
 //! log, says what actually failed. Upstream errors pass through untouched and
 //! never become a `ProxyError`.

@@ -2,7 +2,7 @@
 //! its validation and the error codes that cross process boundaries.
 //!
 //! # Layout
-//! - [`config`]: the typed configuration model of DESIGN §3 and its validation,
+//! - [`config`]: the typed configuration model and its validation,
 //!   which reports every problem with the path of the offending field.
 //! - [`secret`]: [`Secret`], a reference to a secret value (inline, `{ env }` or
 //!   `{ file }`) whose `Debug` never prints the value.

@@ -1,4 +1,4 @@
-//! Records Rhizome keeps in shared state (DESIGN §4, §6) and the events nodes
+//! Records Rhizome keeps in shared state and the events nodes
 //! exchange about them. Keys are prefixed `rz:` and carry a hash tag so that
 //! one credential's or one session's keys share a Redis Cluster slot.
 

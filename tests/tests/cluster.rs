@@ -1,5 +1,5 @@
 //! Tokens shared by three nodes through a real `redis-server` in
-//! `coordinator.mode = "redis-lock"` (DESIGN §4): one token-endpoint call per
+//! `coordinator.mode = "redis-lock"`: one token-endpoint call per
 //! credential per refresh cycle cluster-wide (G1), and a rotation hit by 300
 //! concurrent requests over three nodes refreshed exactly once (G2).
 

@@ -1,4 +1,4 @@
-//! MCP Streamable HTTP sessions across nodes (DESIGN §6): a session
+//! MCP Streamable HTTP sessions across nodes: a session
 //! initialized through one node is used through the others, survives that
 //! node's death, ends with `DELETE`, and is bound to its client. Stateless
 //! 2026-07-28 clients pass through. Runs against a real `redis-server`.

@@ -142,7 +142,8 @@ async fn a_credential_refused_on_every_path_cools_down() {
     let fixture::World { env, mock, node } =
         fixture::world("refused_everywhere", &[], &Tuning::default()).await;
     // Upstream refuses everything, whatever the token.
-    mock.control("/_mock/config", json!({"api_status": 401})).await;
+    mock.control("/_mock/config", json!({"api_status": 401}))
+        .await;
     let c = Client::new();
     let key = fixture::bearer();
     let h = [("authorization", key.as_str())];

@@ -1,4 +1,4 @@
-//! Shared token records under trouble (DESIGN §4, G1, G6): a Redis that
+//! Shared token records under trouble (G1, G6): a Redis that
 //! loses every record (FLUSHALL) under steady load converges to one fresh
 //! token per refresh cycle with bounded Redis work; a Redis outage does not
 //! stop a node from serving a token that is still valid, nor throw away a

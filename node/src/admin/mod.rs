@@ -19,8 +19,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::credentials::CredentialView;
 use crate::credentials::source::TokenError;
+use crate::credentials::CredentialView;
 use crate::error::ProxyError;
 use crate::App;
 pub use openapi::openapi_json;

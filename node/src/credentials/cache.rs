@@ -8,7 +8,9 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -135,16 +137,6 @@ pub struct TokenCache {
     changed: watch::Sender<u64>,
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl TokenCache {
     /// A cache refreshing `refresh_margin` before expiry (at most half-way
     /// through a token's life, so short-lived tokens do not spin). Requests keep
@@ -165,7 +157,7 @@ impl TokenCache {
 
     /// The current token if it can still be handed out.
     pub fn usable(&self) -> Option<Arc<Token>> {
-        let cur = read(&self.current);
+        let cur = self.current.read();
         let t = cur.as_ref()?;
         match t.stale_at {
             Some(stale) if Instant::now() >= stale => None,
@@ -175,13 +167,13 @@ impl TokenCache {
 
     /// The current token, usable or not (admin view).
     pub fn peek(&self) -> Option<Arc<Token>> {
-        read(&self.current).clone()
+        self.current.read().clone()
     }
 
     /// When the current token should be refreshed ahead, and whether a request
     /// has used it (an unused token is left to lapse).
     pub fn refresh_due(&self) -> Option<(Instant, bool)> {
-        let cur = read(&self.current);
+        let cur = self.current.read();
         let t = cur.as_ref()?;
         t.refresh_at.map(|at| (at, t.used.load(Ordering::Relaxed)))
     }
@@ -221,7 +213,7 @@ impl TokenCache {
         if self.attempts.load(Ordering::Acquire) != seen {
             // The fetch we waited for is shared, unless its token was
             // invalidated (or replaced) meanwhile: then fetch again.
-            match lock(&self.last_outcome).clone() {
+            match self.last_outcome.lock().clone() {
                 Some(Ok(t)) if self.is_current(&t) => return Ok(t),
                 Some(Err(e)) => return Err(e),
                 _ => {}
@@ -236,7 +228,7 @@ impl TokenCache {
         let fut = fetch();
         let task = tokio::spawn(async move {
             let outcome = fut.await.map(|minted| this.store(minted));
-            *lock(&this.last_outcome) = Some(outcome.clone());
+            *this.last_outcome.lock() = Some(outcome.clone());
             this.attempts.fetch_add(1, Ordering::Release);
             drop(guard);
             outcome
@@ -249,7 +241,7 @@ impl TokenCache {
     /// record still holding it must not be taken back before its
     /// invalidation lands in shared state.
     pub fn is_rejected(&self, value: &SecretString) -> bool {
-        let rejected = *lock(&self.rejected);
+        let rejected = *self.rejected.lock();
         rejected.is_some_and(|r| r == digest(value))
     }
 
@@ -264,7 +256,7 @@ impl TokenCache {
         if self.is_rejected(&minted.value) {
             return false;
         }
-        let mut cur = write(&self.current);
+        let mut cur = self.current.write();
         let token = self.build(minted, cur.as_deref());
         let version = token.version;
         // The same token under its shared version (written after an outage)
@@ -287,7 +279,7 @@ impl TokenCache {
     /// not supersede a still-usable current one leaves the current one.
     fn store(&self, minted: Minted) -> Arc<Token> {
         let shared = minted.version.is_some();
-        let mut cur = write(&self.current);
+        let mut cur = self.current.write();
         let token = self.build(minted, cur.as_deref());
         if let Some(c) = cur.as_ref() {
             let usable = c.stale_at.is_none_or(|s| Instant::now() < s);
@@ -337,7 +329,8 @@ impl TokenCache {
 
     /// True when `token` is still the cached token (not replaced, not invalidated).
     pub fn is_current(&self, token: &Arc<Token>) -> bool {
-        read(&self.current)
+        self.current
+            .read()
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(c, token))
     }
@@ -345,9 +338,9 @@ impl TokenCache {
     /// Drops the current token if it is still `version` (compare-and-set).
     /// Returns true when this call invalidated it.
     pub fn invalidate(&self, version: u64) -> bool {
-        let mut cur = write(&self.current);
+        let mut cur = self.current.write();
         if let Some(t) = cur.as_ref().filter(|t| t.version == version) {
-            *lock(&self.rejected) = Some(t.digest);
+            *self.rejected.lock() = Some(t.digest);
             *cur = None;
             drop(cur);
             self.changed.send_replace(version);
@@ -359,7 +352,7 @@ impl TokenCache {
 
     /// Drops the current token whatever its version (admin `DELETE`).
     pub fn clear(&self) -> Option<u64> {
-        let old = write(&self.current).take().map(|t| t.version);
+        let old = self.current.write().take().map(|t| t.version);
         if let Some(v) = old {
             self.changed.send_replace(v);
         }
@@ -590,7 +583,7 @@ mod tests {
         // The fetch completes, then a 401 invalidates its token before the
         // waiter wakes up.
         let t = cache.store(minted(3600));
-        *lock(&cache.last_outcome) = Some(Ok(t.clone()));
+        *cache.last_outcome.lock() = Some(Ok(t.clone()));
         cache.attempts.fetch_add(1, Ordering::Release);
         assert!(cache.invalidate(t.version));
         drop(guard);

@@ -10,8 +10,8 @@
 //! whatever the token (a resource the credential may not see) must never cool
 //! down a credential that works everywhere else.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long one accepted request proves a credential healthy.
@@ -49,12 +49,6 @@ impl Health {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Records a success: failures and cooldown are cleared. Returns true when
     /// there was something to clear.
     pub fn success(&self) -> bool {
@@ -65,14 +59,14 @@ impl Health {
         }
         let was_failing = self.failing.swap(false, Ordering::AcqRel);
         if was_failing {
-            *self.state() = State::default();
+            *self.state.lock() = State::default();
         }
         was_failing
     }
 
     /// Records a failure; returns the cooldown it started, if any.
     pub fn failure(&self) -> Option<Duration> {
-        let mut s = self.state();
+        let mut s = self.state.lock();
         self.failing.store(true, Ordering::Release);
         s.failures = s.failures.saturating_add(1);
         if s.failures < self.threshold {
@@ -105,7 +99,7 @@ impl Health {
 
     /// Time left in cooldown, if cooling down now.
     pub fn cooldown_left(&self) -> Option<Duration> {
-        let until = self.state().cooldown_until?;
+        let until = self.state.lock().cooldown_until?;
         until
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
@@ -113,7 +107,7 @@ impl Health {
 
     /// Consecutive failures so far.
     pub fn failures(&self) -> u32 {
-        self.state().failures
+        self.state.lock().failures
     }
 }
 

@@ -1,8 +1,9 @@
 //! Upstream credentials: how each obtains its token ([`source`]), the per-node
-//! token cache ([`cache`]), health and cooldown ([`health`]), the round-robin
-//! [`Pool`] a route picks from, and the owner's refresher that renews tokens
-//! `refresh_margin` ahead of expiry. On the embedded default this node owns
-//! every credential (DESIGN §4, single-node part).
+//! token cache ([`cache`]), health and cooldown ([`health`]), what a 401 may
+//! cost ([`reauth`]), the round-robin [`Pool`] a route picks from, tokens
+//! shared through Redis (`shared`), and the refresh-ahead loop that renews a
+//! token `refresh_margin` before expiry on the node that owns it (which node
+//! that is, is for `crate::ownership` to say).
 
 pub mod cache;
 pub mod health;
@@ -13,7 +14,9 @@ pub mod source;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -187,18 +190,12 @@ impl Credential {
     /// It is written later under the same lease: its epoch fences it out
     /// if another node wrote meanwhile.
     fn keep_unsynced(&self, minted: source::Minted, lease: Lease) {
-        *self
-            .unsynced
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((minted, lease));
+        *self.unsynced.lock() = Some((minted, lease));
     }
 
     /// Takes the token kept during an outage, if any.
     fn take_unsynced(&self) -> Option<(source::Minted, Lease)> {
-        self.unsynced
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.unsynced.lock().take()
     }
 
     /// Decides what a 401 to `token` on `path` (a [`reauth::path_key`])

@@ -1,4 +1,4 @@
-//! A route's credential pool (DESIGN §2 step 4): round-robin over members
+//! A route's credential pool: round-robin over members
 //! not in cooldown. Acquisition is bounded by the request's deadline and never
 //! lets one slow token endpoint hold up a request that another member could
 //! serve: in round-robin order a member with a cached token is taken at once;

@@ -1,4 +1,4 @@
-//! What a 401 from upstream may cost (DESIGN §2 step 8). A 401 normally means
+//! What a 401 from upstream may cost. A 401 normally means
 //! the token was revoked or rotated: invalidate it once (compare-and-set),
 //! fetch a fresh one, retry once. But some paths answer 401 whatever the token
 //! (a resource this credential may not see), and refreshing for each of them
@@ -14,10 +14,10 @@
 //! A real rotation is still picked up by one refresh: the first 401 on any
 //! other path spends one unit of budget.
 
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a path that answered 401 to a fresh token is not refreshed for.
@@ -65,12 +65,6 @@ impl Default for Reauth {
 }
 
 impl Reauth {
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// True when `version` is the replacement token (fetched after a 401).
     pub fn is_replacement(&self, version: u64) -> bool {
         self.replacement.load(Ordering::Acquire) == version
@@ -83,7 +77,7 @@ impl Reauth {
 
     /// True while `path` is known to answer 401 whatever the token.
     pub fn is_sticky(&self, path: u64) -> bool {
-        let mut inner = self.inner();
+        let mut inner = self.inner.lock();
         let now = Instant::now();
         while inner
             .sticky
@@ -97,7 +91,7 @@ impl Reauth {
 
     /// Records that `path` answered 401 to a fresh token.
     pub fn mark_sticky(&self, path: u64) {
-        let mut inner = self.inner();
+        let mut inner = self.inner.lock();
         inner.sticky.retain(|(k, _)| *k != path);
         if inner.sticky.len() >= MAX_STICKY {
             inner.sticky.pop_front();
@@ -107,14 +101,14 @@ impl Reauth {
 
     /// True when the budget allows one more 401-triggered refresh.
     pub fn has_budget(&self) -> bool {
-        let mut inner = self.inner();
+        let mut inner = self.inner.lock();
         inner.refill();
         inner.budget >= 1.0
     }
 
     /// Spends one unit of budget (after winning the invalidation).
     pub fn spend(&self) {
-        let mut inner = self.inner();
+        let mut inner = self.inner.lock();
         inner.refill();
         inner.budget = (inner.budget - 1.0).max(0.0);
     }

@@ -1,4 +1,4 @@
-//! The node's metrics (DESIGN §8), one stack: the `metrics` facade in code and
+//! The node's metrics, one stack: the `metrics` facade in code and
 //! the Prometheus exporter rendering `/metrics`. Every metric is described here
 //! (so `promtool check metrics` finds HELP and TYPE) and recorded through the
 //! small functions below, so names and labels live in one place. Labels carry

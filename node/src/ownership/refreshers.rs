@@ -5,7 +5,9 @@
 //! was given up and nothing else.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,12 +35,6 @@ impl Refreshers {
         }
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Names of every credential, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<_> = self.credentials.keys().cloned().collect();
@@ -51,7 +47,7 @@ impl Refreshers {
         let Some(cred) = self.credentials.get(name) else {
             return;
         };
-        let mut running = self.running();
+        let mut running = self.running.lock();
         if running.get(name).is_some_and(|t| !t.is_cancelled()) {
             return;
         }
@@ -62,14 +58,14 @@ impl Refreshers {
 
     /// Stops refreshing `name`.
     pub fn stop(&self, name: &str) {
-        if let Some(t) = self.running().remove(name) {
+        if let Some(t) = self.running.lock().remove(name) {
             t.cancel();
         }
     }
 
     /// Stops every refresh.
     pub fn stop_all(&self) {
-        for (_, t) in self.running().drain() {
+        for (_, t) in self.running.lock().drain() {
             t.cancel();
         }
     }

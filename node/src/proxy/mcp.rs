@@ -1,4 +1,4 @@
-//! The MCP session phases of a route with `session = "mcp"` (DESIGN §6):
+//! The MCP session phases of a route with `session = "mcp"`:
 //! `before` maps the client's proxy session id to the upstream's and pins the
 //! target; `after` maps a new upstream session to a proxy id, and ends the
 //! mapping on `DELETE` or when upstream no longer knows the session.

@@ -1,4 +1,4 @@
-//! MCP Streamable HTTP sessions (DESIGN §6). The upstream's `Mcp-Session-Id`
+//! MCP Streamable HTTP sessions. The upstream's `Mcp-Session-Id`
 //! (`U`) is never shown to clients: the node answers with its own proxy id
 //! (`P`, 128 random bits) and keeps `P → U` (plus the pinned target, route and
 //! client identity) in the [`SessionStore`], so any node can serve the next
@@ -11,7 +11,9 @@
 //! [`COUNT_EVERY`] (a bounded cost; see [`crate::state::sessions`]).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use rhizome_proto::records::{SessionRecord, StateEvent};
@@ -69,14 +71,8 @@ impl Sessions {
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn remember(&self, id: &str, record: SessionRecord) {
-        let mut cache = self.cache();
+        let mut cache = self.cache.lock();
         if cache.len() >= MAX_CACHED && !cache.contains_key(id) {
             let now = Instant::now();
             cache.retain(|_, c| now.duration_since(c.cached_at) < CACHE_FOR);
@@ -106,7 +102,7 @@ impl Sessions {
         // the re-read after that is a GETEX, which also slides the TTL, so a
         // session in use never expires and a hit costs nothing.
         let cached = {
-            let cache = self.cache();
+            let cache = self.cache.lock();
             cache
                 .get(id)
                 .filter(|c| c.cached_at.elapsed() < CACHE_FOR.min(ttl / 4))
@@ -164,12 +160,12 @@ impl Sessions {
 
     /// Drops `id` from this node's cache (deleted elsewhere).
     pub fn forget_local(&self, id: &str) {
-        self.cache().remove(id);
+        self.cache.lock().remove(id);
     }
 
     /// Drops the whole local cache (events may have been missed).
     pub fn clear_local(&self) {
-        self.cache().clear();
+        self.cache.lock().clear();
     }
 
     /// Keeps `rhizome_sessions_active` at the store's count until `stop`.

@@ -1,4 +1,4 @@
-//! Server-sent events on the proxy path (DESIGN §5): the incremental
+//! Server-sent events on the proxy path: the incremental
 //! [`parser`] and the [`relay`] that forwards each complete upstream event to the
 //! client as soon as it is parsed, with heartbeats, an idle timeout, no total
 //! timeout, and the upstream closed as soon as the client goes away.

@@ -1,4 +1,4 @@
-//! Where a node's shared state lives (DESIGN §4, §6): in this process on the
+//! Where a node's shared state lives: in this process on the
 //! embedded default, or in Redis for a cluster. [`SharedState`] bundles the
 //! session store every route uses, and — with Redis — the token records and
 //! the event subscription that keeps local caches fresh.

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use fred::interfaces::{ClientLike, KeysInterface};
@@ -84,14 +86,8 @@ impl MemorySessionStore {
         }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (SessionRecord, Instant)>> {
-        self.map
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn live(&self, id: &str) -> Option<SessionRecord> {
-        let mut map = self.map();
+        let mut map = self.map.lock();
         match map.get(id) {
             Some((rec, exp)) if *exp > Instant::now() => Some(rec.clone()),
             Some(_) => {
@@ -115,7 +111,7 @@ impl SessionStore for MemorySessionStore {
     ) -> StoreFuture<'a, Option<SessionRecord>> {
         let rec = self.live(id);
         if let (Some(_), Some(ttl)) = (&rec, touch) {
-            if let Some((_, exp)) = self.map().get_mut(id) {
+            if let Some((_, exp)) = self.map.lock().get_mut(id) {
                 *exp = Instant::now() + ttl;
             }
         }
@@ -132,7 +128,7 @@ impl SessionStore for MemorySessionStore {
         record: &'a SessionRecord,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        let mut map = self.map();
+        let mut map = self.map.lock();
         let now = Instant::now();
         if map.len() >= self.max_sessions && !map.contains_key(id) {
             map.retain(|_, (_, exp)| *exp > now);
@@ -149,7 +145,7 @@ impl SessionStore for MemorySessionStore {
 
     fn touch<'a>(&'a self, id: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         let now = Instant::now();
-        let touched = match self.map().get_mut(id) {
+        let touched = match self.map.lock().get_mut(id) {
             Some((_, exp)) if *exp > now => {
                 *exp = now + ttl;
                 true
@@ -160,11 +156,11 @@ impl SessionStore for MemorySessionStore {
     }
 
     fn delete<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
-        ready(Ok(self.map().remove(id).is_some()))
+        ready(Ok(self.map.lock().remove(id).is_some()))
     }
 
     fn delete_many<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, u64> {
-        let mut map = self.map();
+        let mut map = self.map.lock();
         ready(Ok(ids
             .iter()
             .filter(|id| map.remove(id.as_str()).is_some())
@@ -174,7 +170,7 @@ impl SessionStore for MemorySessionStore {
     fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page> {
         use std::ops::Bound;
         let now = Instant::now();
-        let map = self.map();
+        let map = self.map.lock();
         let start = cursor.map_or(Bound::Unbounded, |c| Bound::Excluded(c.to_string()));
         let mut items = Vec::new();
         let mut next = None;
@@ -195,7 +191,7 @@ impl SessionStore for MemorySessionStore {
 
     fn count(&self) -> StoreFuture<'_, u64> {
         let now = Instant::now();
-        let mut map = self.map();
+        let mut map = self.map.lock();
         map.retain(|_, (_, exp)| *exp > now);
         ready(Ok(map.len() as u64))
     }

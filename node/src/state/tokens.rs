@@ -1,4 +1,4 @@
-//! Token records in Redis (DESIGN §4): `rz:tok:{cred}` is a hash holding the
+//! Token records in Redis: `rz:tok:{cred}` is a hash holding the
 //! token (AES-256-GCM encrypted when `state.encryption_key` is set), its
 //! times, a cluster-wide `version` and the writer's fencing epoch
 //! (`epoch_a`, `epoch_l`: see [`rhizome_proto::Epoch`]). It is

@@ -11,8 +11,8 @@
 pub mod client;
 pub mod headers;
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
@@ -166,7 +166,7 @@ impl Upstream {
             if Some(i) == exclude && n > 1 {
                 continue;
             }
-            let health = lock(&self.targets[i].health);
+            let health = self.targets[i].health.lock();
             match health.ejected_until {
                 Some(until) if until > now => {
                     if soonest.is_none_or(|(s, _)| until < s) {
@@ -202,7 +202,7 @@ impl Upstream {
 
     /// Records the outcome of one attempt against target `idx`.
     pub fn report(&self, idx: usize, outcome: Outcome) {
-        let mut h = lock(&self.targets[idx].health);
+        let mut h = self.targets[idx].health.lock();
         let now = Instant::now();
         match outcome {
             Outcome::Healthy => h.healthy(now),
@@ -213,10 +213,6 @@ impl Upstream {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn parse_target(text: &str) -> Result<Target, String> {
@@ -281,7 +277,9 @@ mod tests {
     fn eject(u: &Upstream) -> Duration {
         u.report(0, Outcome::Failed);
         u.report(0, Outcome::Failed);
-        let until = lock(&u.targets[0].health)
+        let until = u.targets[0]
+            .health
+            .lock()
             .ejected_until
             .expect("target 0 ejected");
         until - Instant::now()
