@@ -145,8 +145,24 @@ fn echo_json(parts: &http::request::Parts, body: &[u8]) -> Value {
     })
 }
 
-/// Answers with the echo document, honouring `x-mock-status`.
+/// Answers with the echo document, honouring `x-mock-status` and
+/// `x-mock-set-cookie` (cookies separated by `|`, one `Set-Cookie` each).
 fn echo_response(parts: &http::request::Parts, body: &[u8]) -> Response {
+    let mut resp = echo_status_response(parts, body);
+    let cookies = parts
+        .headers
+        .get_all("x-mock-set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split('|'))
+        .filter_map(|c| HeaderValue::from_str(c.trim()).ok());
+    for cookie in cookies {
+        resp.headers_mut().append(http::header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+fn echo_status_response(parts: &http::request::Parts, body: &[u8]) -> Response {
     let status = parts
         .headers
         .get("x-mock-status")

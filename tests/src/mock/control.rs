@@ -21,6 +21,7 @@ pub(crate) async fn stats(State(state): State<Arc<MockState>>) -> Response {
     let mut doc = serde_json::to_value(stats).unwrap_or_else(|_| json!({}));
     doc["sse_manual_open"] = json!(manual);
     doc["mcp_sessions_live"] = json!(mcp_live);
+    doc["connections_accepted"] = json!(super::server::accepted());
     Json(doc).into_response()
 }
 

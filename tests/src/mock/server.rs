@@ -63,6 +63,14 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections accepted so far (tests check pooled connections are reused).
+static ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Connections accepted so far.
+pub(crate) fn accepted() -> u64 {
+    ACCEPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Accepts connections until `shutdown` resolves, then drains briefly.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -94,6 +102,7 @@ pub(crate) async fn serve(
                 }
             },
         };
+        ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
