@@ -30,6 +30,66 @@ pub const SESSION_PATTERN: &str = "rz:sess:*";
 /// Pub/sub channel of token events.
 pub const TOKEN_EVENTS: &str = "rz:tok-events";
 
+/// Key of an SSE stream's replay log (a Redis Stream; entry ids are
+/// `<seq>-0`, so reading after a sequence number is one `XRANGE`).
+pub fn sse_log_key(stream: &str) -> String {
+    format!("rz:sse:{{{stream}}}:log")
+}
+
+/// Key of an SSE stream's meta record (a hash: the [`StreamMeta`], the last
+/// sequence number and upstream id, lost ranges, the producer's epoch).
+pub fn sse_meta_key(stream: &str) -> String {
+    format!("rz:sse:{{{stream}}}:meta")
+}
+
+/// Key of an SSE stream's producer lease (`SET NX PX`).
+pub fn sse_lease_key(stream: &str) -> String {
+    format!("rz:sse:{{{stream}}}:lease")
+}
+
+/// Key of an SSE stream's producer fencing counter.
+pub fn sse_fence_key(stream: &str) -> String {
+    format!("rz:sse:{{{stream}}}:fence")
+}
+
+/// Key of the cluster's key for client-facing SSE event ids (32 random
+/// bytes, created once by whichever node needs it first).
+pub const SSE_ID_KEY: &str = "rz:sse-id-key";
+
+/// Pub/sub channel of SSE wake-up hints (payload: the stream id). Hints only:
+/// readers also poll.
+pub const SSE_WAKE: &str = "rz:sse-wake";
+
+/// What a replayed SSE stream stands for: who may resume it, and the request
+/// that reopens it upstream after a takeover. Never holds client secrets: the
+/// client's key headers are not kept, and the credential is picked anew.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Client that opened the stream; nobody else may resume it.
+    pub client: String,
+    /// Route it belongs to.
+    pub route: String,
+    /// MCP proxy session the stream belongs to, if any.
+    pub session: Option<String>,
+    /// The request that reopens the stream upstream.
+    pub reopen: ReopenRequest,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+}
+
+/// An upstream request as it can be sent again, without client secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReopenRequest {
+    /// Method.
+    pub method: String,
+    /// Path and query sent upstream.
+    pub path: String,
+    /// Headers sent upstream, the credential and client keys excluded.
+    pub headers: Vec<(String, String)>,
+    /// The request body (bounded by the route's `retry_body_limit`).
+    pub body: Vec<u8>,
+}
+
 /// An MCP proxy session: what a proxy session id `P` stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {

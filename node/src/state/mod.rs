@@ -6,6 +6,7 @@
 pub mod events;
 pub mod lease;
 pub mod redis;
+pub mod replay;
 pub mod sessions;
 pub mod tokens;
 
