@@ -8,6 +8,7 @@
 
 pub mod fixture;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod redis;
 pub mod secrets;
