@@ -5,9 +5,9 @@
 //! private CA is trusted only through its credential's `ca_file`.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
+use rhizome_tests::harness::cli::{refuses, run_node};
 use rhizome_tests::harness::fixture;
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::secrets::{CLIENT_KEY, OAUTH_SECRET_A};
@@ -15,27 +15,6 @@ use rhizome_tests::harness::{bin, Env};
 
 /// How long a refused node may take to exit.
 const EXIT_DEADLINE: Duration = Duration::from_secs(20);
-
-fn run_node(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = std::process::Command::new(bin("rhizome-node"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run rhizome-node")
-}
-
-/// `rhizome-node check-config FILE`: asserts a non-zero exit, returns stderr.
-fn check_config_refuses(cfg: &Path, env: &[(&str, &str)]) -> String {
-    let out = run_node(&["check-config", &cfg.display().to_string()], env);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "check-config accepted {}:\n{stderr}",
-        cfg.display()
-    );
-    stderr
-}
 
 /// Runs `rhizome-node --config FILE` on ephemeral ports and asserts that it
 /// exits non-zero without ever listening; returns everything it printed.
@@ -83,7 +62,6 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
     let fake_redis = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     fake_redis.set_nonblocking(true).expect("nonblocking");
     let port = fake_redis.local_addr().expect("addr").port();
-    let cfg = env.path("redis.toml");
     for scheme in [
         "rediss",
         "redis+sentinel",
@@ -93,16 +71,15 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
         "unix",
         "bogus",
     ] {
-        std::fs::write(
-            &cfg,
+        let cfg = env.write(
+            "redis.toml",
             format!(
                 "[state]\nbackend = \"redis\"\n\
                  redis_url = \"{scheme}://rz:redis-pw-never-shown@127.0.0.1:{port}/0\"\n\
                  [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
             ),
-        )
-        .expect("write");
-        let err = check_config_refuses(&cfg, &[]);
+        );
+        let err = refuses("check-config", &cfg, &[]);
         assert!(
             err.contains(&format!(
                 "state.redis_url: scheme \"{scheme}\" is not supported by this build"
@@ -126,25 +103,21 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
 }
 
 fn cfg_with(env: &Env, port: u16) -> std::path::PathBuf {
-    let cfg = env.path("rediss.toml");
-    std::fs::write(
-        &cfg,
+    env.write(
+        "rediss.toml",
         format!(
             "[state]\nbackend = \"redis\"\n\
              redis_url = \"rediss://:redis-pw-never-shown@127.0.0.1:{port}\"\n\
              [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
         ),
     )
-    .expect("write");
-    cfg
 }
 
 #[tokio::test]
 async fn keys_this_build_would_ignore_are_refused_naming_the_field() {
     let env = Env::new("config_not_yet");
-    let cfg = env.path("not-yet.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = env.write(
+        "not-yet.toml",
         r#"
 [limits]
 on_store_error = "closed"
@@ -194,9 +167,8 @@ on_client_disconnect = "detach"
 detach_grace = "5s"
 producer_lease = "5s"
 "#,
-    )
-    .expect("write");
-    let err = check_config_refuses(&cfg, &[]);
+    );
+    let err = refuses("check-config", &cfg, &[]);
     let not_yet = "not supported by this build yet (";
     let refused: Vec<String> = [
         "limits.on_store_error",
@@ -246,7 +218,7 @@ producer_lease = "5s"
         format!("[state]\nbackend = \"redis\"\nencryption_key = \"k\"\n{UPSTREAM_AND_ROUTE}"),
     )
     .expect("write");
-    let err = check_config_refuses(&cfg, &[]);
+    let err = refuses("check-config", &cfg, &[]);
     assert!(
         err.contains("state.encryption_key: only applies to coordinator.mode = \"redis-lock\""),
         "{err}"
@@ -279,9 +251,8 @@ async fn the_examples_pass_check_config() {
 #[tokio::test]
 async fn every_type_error_is_reported_in_one_run_with_its_path() {
     let env = Env::new("config_type_errors");
-    let cfg = env.path("types.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = env.write(
+        "types.toml",
         r#"
 [node]
 shutdown_grace = 5
@@ -320,10 +291,9 @@ name = "b"
 path_prefix = "/b/"
 upstream = "broken"
 "#,
-    )
-    .expect("write");
+    );
     let env_vars = [("RHIZOME__LIMITS__HEADER_READ_TIMEOUT", "soon")];
-    let err = check_config_refuses(&cfg, &env_vars);
+    let err = refuses("check-config", &cfg, &env_vars);
     assert_all(
         &err,
         &[
@@ -346,9 +316,7 @@ upstream = "broken"
     assert!(!err.contains("unknown upstream \"broken\""), "{err}");
     assert_eq!(err.lines().count(), 9, "{err}");
     // Start-up reports the same errors.
-    let out = run_node(&["--config", &cfg.display().to_string()], &env_vars);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refuses("--config", &cfg, &env_vars);
     assert!(
         stderr.contains("error: routes[2].retry_body_limit: "),
         "{stderr}"
@@ -436,28 +404,24 @@ async fn token_endpoint_behind_a_private_ca_is_trusted_through_ca_file() {
 #[tokio::test]
 async fn unreadable_or_invalid_ca_file_is_a_config_error() {
     let env = Env::new("config_bad_ca_file");
-    let not_pem = env.path("not-a-cert.pem");
-    std::fs::write(&not_pem, "this is not a certificate\n").expect("write");
+    let not_pem = env.write("not-a-cert.pem", "this is not a certificate\n");
     for (ca_file, why) in [
         (env.path("missing.pem"), "missing"),
         (not_pem, "no certificate"),
     ] {
-        let cfg = env.path("bad-ca.toml");
-        std::fs::write(&cfg, private_ca_config(1, &ca_file)).expect("write");
-        let err = check_config_refuses(&cfg, &[]);
+        let cfg = env.write("bad-ca.toml", private_ca_config(1, &ca_file));
+        let err = refuses("check-config", &cfg, &[]);
         assert!(err.contains("credentials[0]: ca_file: "), "{why}: {err}");
         let log = start_up_refuses(&cfg).await;
         assert!(log.contains("credentials[0]: ca_file: "), "{why}: {log}");
     }
     // ca_file with a plain-HTTP token endpoint would be ignored: refused.
-    let cfg = env.path("http-ca.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = env.write(
+        "http-ca.toml",
         private_ca_config(1, &env.path("x.pem"))
             .replace("https://localhost:1/oauth", "http://localhost:1/oauth"),
-    )
-    .expect("write");
-    let err = check_config_refuses(&cfg, &[]);
+    );
+    let err = refuses("check-config", &cfg, &[]);
     assert!(
         err.contains("credentials[0].ca_file: only applies to an https:// token_url"),
         "{err}"

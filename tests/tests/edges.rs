@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
-use rhizome_tests::harness::http::{next_chunk, raw, Client, Resp};
-use rhizome_tests::harness::{wait_for, Env, Node};
+use rhizome_tests::harness::http::{next_chunk, raw, Client};
+use rhizome_tests::harness::{mcp, wait_for, Env, Node};
 use serde_json::{json, Value};
 
 /// The access-log line of request `id`, once the node has written it.
@@ -207,24 +207,6 @@ async fn requests_hyper_rejects_get_rhizome_json_errors() {
     env.assert_logs_clean();
 }
 
-async fn mcp(node: &Node, session: Option<&str>, method: &str) -> Resp {
-    let key = fixture::bearer();
-    let mut h = vec![
-        ("authorization", key.as_str()),
-        ("content-type", "application/json"),
-    ];
-    if let Some(s) = session {
-        h.push(("mcp-session-id", s));
-    }
-    let (m, body) = if method == "DELETE" {
-        (Method::DELETE, String::new())
-    } else {
-        let rpc = json!({"jsonrpc": "2.0", "id": 1, "method": method});
-        (Method::POST, rpc.to_string())
-    };
-    Client::new().send(m, &node.url("/m/mcp"), &h, body).await
-}
-
 async fn wait_gauge(node: &Node, want: f64) {
     wait_for(
         &format!("rhizome_sessions_active = {want}"),
@@ -246,7 +228,7 @@ async fn sessions_active_counts_the_clusters_sessions() {
     let [n1, n2] = <[Node; 2]>::try_from(nodes).expect("two nodes");
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = mcp(&n1, None, "initialize").await;
+        let r = mcp::call(&n1, None, "initialize").await;
         assert_eq!(r.status, 200, "{}", r.text());
         ids.push(r.header("mcp-session-id").expect("session id").to_string());
     }
@@ -254,7 +236,7 @@ async fn sessions_active_counts_the_clusters_sessions() {
     wait_gauge(&n2, 3.0).await;
     wait_gauge(&n1, 3.0).await;
     for id in &ids[..2] {
-        let r = mcp(&n1, Some(id), "DELETE").await;
+        let r = mcp::delete(&n1, id).await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
     wait_gauge(&n2, 1.0).await;

@@ -63,6 +63,15 @@ async fn stored(tokens: &SharedTokens) -> Option<(String, u64)> {
     Some((rec.value.expose_secret().to_string(), rec.version))
 }
 
+/// Takes the lock on `CRED` under `assignment`; it must be free.
+async fn lock(tokens: &SharedTokens, assignment: u64) -> Lease {
+    tokens
+        .try_lock(CRED, assignment)
+        .await
+        .expect("answered")
+        .expect("the lock is free")
+}
+
 async fn wait_lock_expired(redis: &RedisServer) {
     let key = lock_key(CRED);
     wait_for(
@@ -73,24 +82,48 @@ async fn wait_lock_expired(redis: &RedisServer) {
     .await;
 }
 
-#[tokio::test]
-async fn a_stale_writer_is_fenced_out_after_its_lock_expired_and_was_retaken() {
-    let env = Env::new("fencing_stale_writer");
+/// Node `a` held the lock on a short lease that expired; node `b` has taken
+/// it since.
+struct Retaken {
+    env: Env,
+    redis: RedisServer,
+    a: SharedTokens,
+    b: SharedTokens,
+    /// `a`'s expired lease.
+    stale: Lease,
+    /// `b`'s lease.
+    fresh: Lease,
+}
+
+/// Sets up [`Retaken`] in a fresh world for `test`.
+async fn retaken(test: &str) -> Retaken {
+    let env = Env::new(test);
     let redis = env.redis().await;
     let a = node(client(redis.port).await, "a", Duration::from_millis(300)).await;
     let b = node(client(redis.port).await, "b", LONG_LEASE).await;
-
-    let stale = a
-        .try_lock(CRED, 0)
-        .await
-        .expect("answered")
-        .expect("a locks");
+    let stale = lock(&a, 0).await;
     wait_lock_expired(&redis).await;
-    let fresh = b
-        .try_lock(CRED, 0)
-        .await
-        .expect("answered")
-        .expect("b locks");
+    let fresh = lock(&b, 0).await;
+    Retaken {
+        env,
+        redis,
+        a,
+        b,
+        stale,
+        fresh,
+    }
+}
+
+#[tokio::test]
+async fn a_stale_writer_is_fenced_out_after_its_lock_expired_and_was_retaken() {
+    let Retaken {
+        env,
+        redis: _redis,
+        a,
+        b,
+        stale,
+        fresh,
+    } = retaken("fencing_stale_writer").await;
     assert!(
         fresh.epoch > stale.epoch,
         "{} > {}",
@@ -106,22 +139,14 @@ async fn a_stale_writer_is_fenced_out_after_its_lock_expired_and_was_retaken() {
 
 #[tokio::test]
 async fn unlock_by_a_former_holder_leaves_the_new_holders_lock() {
-    let env = Env::new("fencing_unlock");
-    let redis = env.redis().await;
-    let a = node(client(redis.port).await, "a", Duration::from_millis(300)).await;
-    let b = node(client(redis.port).await, "b", LONG_LEASE).await;
-
-    let former = a
-        .try_lock(CRED, 0)
-        .await
-        .expect("answered")
-        .expect("a locks");
-    wait_lock_expired(&redis).await;
-    let _held = b
-        .try_lock(CRED, 0)
-        .await
-        .expect("answered")
-        .expect("b locks");
+    let Retaken {
+        env: _env,
+        redis,
+        a,
+        b: _b,
+        stale: former,
+        fresh: _held,
+    } = retaken("fencing_unlock").await;
     a.unlock(CRED, &former).await;
 
     assert!(
@@ -142,11 +167,7 @@ async fn a_lost_fence_counter_cannot_rewind_the_epoch() {
     let b = node(client(redis.port).await, "b", LONG_LEASE).await;
     let mut last = None;
     for i in 0..3 {
-        let lease = a
-            .try_lock(CRED, 0)
-            .await
-            .expect("answered")
-            .expect("a locks");
+        let lease = lock(&a, 0).await;
         write(&a, &lease, &format!("tok-a{i}"))
             .await
             .expect("a writes");
@@ -157,11 +178,7 @@ async fn a_lost_fence_counter_cannot_rewind_the_epoch() {
 
     // The counter is lost (evicted, a partial restore) while the record survives.
     assert_eq!(redis.cli(&["DEL", &fence_key(CRED)]).trim(), "1");
-    let next = b
-        .try_lock(CRED, 0)
-        .await
-        .expect("answered")
-        .expect("b locks");
+    let next = lock(&b, 0).await;
     assert!(
         next.epoch > last,
         "epoch {} after the record's {last}",
@@ -188,11 +205,7 @@ async fn a_newer_assignment_fences_out_degraded_writes_and_refuses_their_leases(
     // A degraded-mode holder under assignment 7 runs its counter up.
     let mut old = None;
     for i in 0..3 {
-        let lease = degraded
-            .try_lock(CRED, 7)
-            .await
-            .expect("answered")
-            .expect("locks");
+        let lease = lock(&degraded, 7).await;
         write(&degraded, &lease, &format!("tok-old{i}"))
             .await
             .expect("writes");
@@ -201,11 +214,7 @@ async fn a_newer_assignment_fences_out_degraded_writes_and_refuses_their_leases(
     }
     let old = old.expect("leases");
     // The coordinator assigns the credential anew (raft index 8).
-    let lease = owner
-        .try_lock(CRED, 8)
-        .await
-        .expect("answered")
-        .expect("locks");
+    let lease = lock(&owner, 8).await;
     assert!(lease.epoch > old.epoch, "{} > {}", lease.epoch, old.epoch);
     let version = write(&owner, &lease, "tok-new").await.expect("writes");
     owner.unlock(CRED, &lease).await;
@@ -220,11 +229,7 @@ async fn a_newer_assignment_fences_out_degraded_writes_and_refuses_their_leases(
     );
     assert_eq!(stored(&owner).await, Some(("tok-new".to_string(), version)));
     // Degraded writes under the new assignment are ordered by the counter again.
-    let next = degraded
-        .try_lock(CRED, 8)
-        .await
-        .expect("answered")
-        .expect("locks");
+    let next = lock(&degraded, 8).await;
     assert!(next.epoch > lease.epoch);
     env.assert_logs_clean();
 }
@@ -235,7 +240,7 @@ async fn invalidation_is_compare_and_set_on_the_version() {
     let redis = env.redis().await;
     let a = node(client(redis.port).await, "a", LONG_LEASE).await;
 
-    let lease = a.try_lock(CRED, 0).await.expect("answered").expect("locks");
+    let lease = lock(&a, 0).await;
     let v1 = write(&a, &lease, "tok-1").await.expect("writes");
     a.unlock(CRED, &lease).await;
     assert!(a.invalidate(CRED, v1).await.expect("answered"));
@@ -245,7 +250,7 @@ async fn invalidation_is_compare_and_set_on_the_version() {
         "a second invalidation of the same version is a no-op"
     );
 
-    let lease = a.try_lock(CRED, 0).await.expect("answered").expect("locks");
+    let lease = lock(&a, 0).await;
     let v2 = write(&a, &lease, "tok-2").await.expect("writes");
     a.unlock(CRED, &lease).await;
     assert!(
@@ -254,6 +259,17 @@ async fn invalidation_is_compare_and_set_on_the_version() {
     );
     assert_eq!(stored(&a).await, Some(("tok-2".to_string(), v2)));
     assert_eq!(redis.cli(&["HGET", &token_key(CRED), "valid"]).trim(), "1");
+}
+
+/// The abandoned attempt left no lock behind: the lock key is absent, and
+/// another node takes the lock at once rather than after a lease.
+async fn assert_nothing_was_locked(redis: &RedisServer) {
+    assert_eq!(redis.cli(&["EXISTS", &lock_key(CRED)]).trim(), "0");
+    let b = node(client(redis.port).await, "b", LONG_LEASE).await;
+    assert!(
+        first_lock_answer(&b).await,
+        "another node refreshes at once, not after the {LONG_LEASE:?} lease"
+    );
 }
 
 /// Locks `CRED` from `tokens`, retrying while its client still reports Redis
@@ -285,12 +301,7 @@ async fn a_lock_attempt_abandoned_while_redis_was_frozen_never_takes_the_lock() 
 
     // redis-cli's command comes on a new connection, so Redis serves it after
     // everything it had received before the resume.
-    assert_eq!(redis.cli(&["EXISTS", &lock_key(CRED)]).trim(), "0");
-    let b = node(client(redis.port).await, "b", LONG_LEASE).await;
-    assert!(
-        first_lock_answer(&b).await,
-        "another node refreshes at once, not after the {LONG_LEASE:?} lease"
-    );
+    assert_nothing_was_locked(&redis).await;
 }
 
 /// A TCP link to Redis standing for the network between a node and Redis.
@@ -386,12 +397,7 @@ async fn a_lock_command_delivered_after_its_caller_gave_up_does_nothing() {
     )
     .await;
 
-    assert_eq!(redis.cli(&["EXISTS", &lock_key(CRED)]).trim(), "0");
-    let b = node(client(redis.port).await, "b", LONG_LEASE).await;
-    assert!(
-        first_lock_answer(&b).await,
-        "another node refreshes at once, not after the {LONG_LEASE:?} lease"
-    );
+    assert_nothing_was_locked(&redis).await;
 }
 
 #[tokio::test]
@@ -443,10 +449,5 @@ async fn a_lock_attempt_dropped_while_redis_was_unreachable_does_not_lock_after_
         )
         .await;
     }
-    assert_eq!(redis.cli(&["EXISTS", &lock_key(CRED)]).trim(), "0");
-    let b = node(client(redis.port).await, "b", LONG_LEASE).await;
-    assert!(
-        first_lock_answer(&b).await,
-        "another node refreshes at once, not after the {LONG_LEASE:?} lease"
-    );
+    assert_nothing_was_locked(&redis).await;
 }

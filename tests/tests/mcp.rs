@@ -7,24 +7,10 @@ use std::time::Duration;
 
 use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
-use rhizome_tests::harness::http::{next_chunk, Client, Resp};
+use rhizome_tests::harness::http::{next_chunk, Client};
 use rhizome_tests::harness::secrets::{ADMIN_TOKEN, OTHER_CLIENT_KEY};
-use rhizome_tests::harness::Node;
+use rhizome_tests::harness::{mcp, Node};
 use serde_json::{json, Value};
-
-async fn rpc(node: &Node, key: &str, session: Option<&str>, body: Value) -> Resp {
-    let mut h = vec![
-        ("authorization", key),
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-    ];
-    if let Some(s) = session {
-        h.push(("mcp-session-id", s));
-    }
-    Client::new()
-        .post(&node.url("/m/mcp"), &h, body.to_string())
-        .await
-}
 
 #[tokio::test]
 async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
@@ -39,13 +25,7 @@ async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
     let key = fixture::bearer();
     let other = format!("Bearer {OTHER_CLIENT_KEY}");
 
-    let init = rpc(
-        &n1,
-        &key,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}),
-    )
-    .await;
+    let init = mcp::call(&n1, None, "initialize").await;
     assert_eq!(init.status, 200, "{}", init.text());
     let p = init
         .header("mcp-session-id")
@@ -62,7 +42,7 @@ async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
 
     // Used through nodes 2 and 3: the upstream sees its own id, the client ours.
     for (i, node) in [&n2, &n3].into_iter().enumerate() {
-        let r = rpc(
+        let r = mcp::post(
             node,
             &key,
             Some(&p),
@@ -100,7 +80,7 @@ async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
     // Node 1 dies: the session keeps working through the others.
     n1.proc.signal("KILL");
     n1.proc.wait_exit(Duration::from_secs(5)).await;
-    let r = rpc(
+    let r = mcp::post(
         &n2,
         &key,
         Some(&p),
@@ -111,7 +91,7 @@ async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
     assert_eq!(r.json()["result"]["session"], u.as_str());
 
     // Another client presenting the id: 404. An unknown id: 404.
-    let r = rpc(
+    let r = mcp::post(
         &n2,
         &other,
         Some(&p),
@@ -120,7 +100,7 @@ async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
     .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "session_not_found");
-    let r = rpc(
+    let r = mcp::post(
         &n3,
         &key,
         Some("rzs-00000000000000000000000000000000"),
@@ -146,21 +126,11 @@ async fn a_session_outlives_its_node_and_is_bound_to_its_client() {
     assert_eq!(list.json()["sessions"][0]["client"], "ci");
 
     // DELETE through node 3 ends it upstream and everywhere.
-    let r = Client::new()
-        .send(
-            Method::DELETE,
-            &n3.url("/m/mcp"),
-            &[
-                ("authorization", key.as_str()),
-                ("mcp-session-id", p.as_str()),
-            ],
-            "",
-        )
-        .await;
+    let r = mcp::delete(&n3, &p).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(mock.stats().await["mcp_sessions_deleted"], 1);
     for node in [&n2, &n3] {
-        let r = rpc(
+        let r = mcp::post(
             node,
             &key,
             Some(&p),
@@ -197,13 +167,7 @@ async fn upstream_forgetting_a_session_ends_the_mapping() {
     let fixture::World { env, mock, node } =
         fixture::world("mcp_forget", &[], &Tuning::default()).await;
     let key = fixture::bearer();
-    let init = rpc(
-        &node,
-        &key,
-        None,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}),
-    )
-    .await;
+    let init = mcp::call(&node, None, "initialize").await;
     assert_eq!(init.status, 200, "{}", init.text());
     let p = init.header("mcp-session-id").expect("session").to_string();
     let stats = mock.stats().await;
@@ -216,7 +180,7 @@ async fn upstream_forgetting_a_session_ends_the_mapping() {
             .await["forgotten"],
         true
     );
-    let r = rpc(
+    let r = mcp::post(
         &node,
         &key,
         Some(&p),
@@ -232,7 +196,7 @@ async fn upstream_forgetting_a_session_ends_the_mapping() {
         )
         .await;
     assert_eq!(list.json()["sessions"], json!([]), "the mapping is gone");
-    let r = rpc(
+    let r = mcp::post(
         &node,
         &key,
         Some(&p),

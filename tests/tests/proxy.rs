@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use http::Method;
+use rhizome_tests::harness::cli::run_node;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::secrets::{ADMIN_TOKEN, OTHER_CLIENT_KEY};
@@ -330,10 +331,7 @@ async fn openapi_document_is_valid_openapi_3() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The CLI prints the same document.
-    let cli = std::process::Command::new(rhizome_tests::harness::bin("rhizome-node"))
-        .arg("openapi")
-        .output()
-        .expect("run openapi");
+    let cli = run_node(&["openapi"], &[]);
     let printed: Value = serde_json::from_slice(&cli.stdout).expect("cli json");
     assert_eq!(printed, doc);
     env.assert_logs_clean();

@@ -9,27 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rhizome_tests::harness::fixture::{self, Tuning};
-use rhizome_tests::harness::http::{Client, Resp};
-use rhizome_tests::harness::{wait_for, Env, Node};
-use serde_json::json;
-
-async fn mcp(node: &Node, session: Option<&str>, method: &str) -> Resp {
-    let key = fixture::bearer();
-    let mut h = vec![
-        ("authorization", key.as_str()),
-        ("content-type", "application/json"),
-    ];
-    if let Some(s) = session {
-        h.push(("mcp-session-id", s));
-    }
-    Client::new()
-        .post(
-            &node.url("/m/mcp"),
-            &h,
-            json!({"jsonrpc": "2.0", "id": 1, "method": method}).to_string(),
-        )
-        .await
-}
+use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::{mcp, wait_for, Env, Node};
 
 fn rss_kib(node: &Node) -> u64 {
     let pid = node.proc.pid();
@@ -62,17 +43,17 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
         assert_eq!(c.get(&n.url("/a/warm"), &h).await.status, 200);
     }
     // s1 is used on both nodes (cached on both); s2 only on n1.
-    let s1 = mcp(&n1, None, "initialize")
+    let s1 = mcp::call(&n1, None, "initialize")
         .await
         .header("mcp-session-id")
         .expect("s1")
         .to_string();
-    let s2 = mcp(&n1, None, "initialize")
+    let s2 = mcp::call(&n1, None, "initialize")
         .await
         .header("mcp-session-id")
         .expect("s2")
         .to_string();
-    assert_eq!(mcp(&n2, Some(&s1), "ping").await.status, 200);
+    assert_eq!(mcp::call(&n2, Some(&s1), "ping").await.status, 200);
     assert_eq!(n1.metric("rhizome_sessions_created_total").await, Some(2.0));
     // The gauge counts the cluster's sessions, not n2's cache.
     wait_for(
@@ -99,14 +80,14 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
             );
         }
         assert_eq!(
-            mcp(&n2, Some(&s1), "tools/list").await.status,
+            mcp::call(&n2, Some(&s1), "tools/list").await.status,
             200,
             "cached session keeps working"
         );
         // Needs Redis: a session n2 never saw, and creating a new one.
         for session in [Some(s2.as_str()), None] {
             let t = Instant::now();
-            let r = mcp(&n2, session, "initialize").await;
+            let r = mcp::call(&n2, session, "initialize").await;
             let took = t.elapsed();
             assert_eq!(r.status, 503, "{}", r.text());
             assert_eq!(r.json()["error"]["code"], "state_store_unavailable");
@@ -135,7 +116,7 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
     wait_for(
         "the session n2 never saw to resolve after resume",
         Duration::from_secs(1),
-        || async { (mcp(&n2, Some(&s2), "tools/list").await.status == 200).then_some(()) },
+        || async { (mcp::call(&n2, Some(&s2), "tools/list").await.status == 200).then_some(()) },
     )
     .await;
     println!("G6: normal again {:?} after SIGCONT", resumed.elapsed());
@@ -155,7 +136,7 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
             "session readable after the restart",
             Duration::from_secs(10),
             || async {
-                let r = mcp(&n3, Some(s), "tools/list").await;
+                let r = mcp::call(&n3, Some(s), "tools/list").await;
                 (r.status == 200).then_some(r)
             },
         )
@@ -179,7 +160,7 @@ async fn redis_commands_per_proxied_request() {
     let key = fixture::bearer();
     let h = [("authorization", key.as_str())];
     assert_eq!(c.get(&n1.url("/a/warm"), &h).await.status, 200);
-    let session = mcp(&n1, None, "initialize")
+    let session = mcp::call(&n1, None, "initialize")
         .await
         .header("mcp-session-id")
         .expect("session")
@@ -206,11 +187,17 @@ async fn redis_commands_per_proxied_request() {
     let plain = delta(&before);
 
     let before = redis.commands();
-    assert_eq!(mcp(&n2, Some(&session), "tools/list").await.status, 200);
+    assert_eq!(
+        mcp::call(&n2, Some(&session), "tools/list").await.status,
+        200
+    );
     let miss = delta(&before);
     let before = redis.commands();
     for _ in 0..n {
-        assert_eq!(mcp(&n2, Some(&session), "tools/list").await.status, 200);
+        assert_eq!(
+            mcp::call(&n2, Some(&session), "tools/list").await.status,
+            200
+        );
     }
     let hits = delta(&before);
     println!("redis commands: plain credentialed request {plain:?} over {n}; MCP local-cache miss {miss:?}; MCP hits {hits:?} over {n}");

@@ -5,36 +5,24 @@
 use std::time::Duration;
 
 use http::Method;
+use rhizome_tests::harness::cli::refuses;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::{next_chunk, raw, Client};
 use rhizome_tests::harness::secrets::{CLIENT_KEY, STATIC_KEY};
-use rhizome_tests::harness::{bin, wait_for, Env};
+use rhizome_tests::harness::{wait_for, Env};
 use serde_json::json;
-
-/// Runs `rhizome-node <flag> <cfg>`, asserts a non-zero exit, returns stderr.
-fn refused(flag: &str, cfg: &std::path::Path) -> String {
-    let out = std::process::Command::new(bin("rhizome-node"))
-        .arg(flag)
-        .arg(cfg)
-        .output()
-        .expect("run rhizome-node");
-    assert!(!out.status.success(), "{flag} accepted a broken config");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 #[tokio::test]
 async fn broken_config_is_refused_naming_every_field() {
     let env = Env::new("broken_config");
-    let cfg = env.path("bad.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = env.write(
+        "bad.toml",
         r#"
 [limits]
 max_body = "lots"
 "#,
-    )
-    .expect("write");
-    let err = refused("check-config", &cfg);
+    );
+    let err = refuses("check-config", &cfg, &[]);
     assert!(err.contains("limits.max_body"), "{err}");
 
     std::fs::write(
@@ -61,7 +49,7 @@ upstream = "nope"
 "#,
     )
     .expect("write");
-    let err = refused("check-config", &cfg);
+    let err = refuses("check-config", &cfg, &[]);
     for want in [
         "routes[0].credentials[1]: unknown credential \"missing\"",
         "routes[1].name: duplicate name \"r\"",
@@ -70,7 +58,7 @@ upstream = "nope"
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     // Running the node on it fails the same way, before binding anything.
-    let err = refused("--config", &cfg);
+    let err = refuses("--config", &cfg, &[]);
     assert!(err.contains("routes[0].credentials[1]"), "{err}");
 
     // Semantically valid but the secret reference does not resolve: named too.
@@ -82,7 +70,7 @@ upstream = "nope"
             "name = \"s\"\npath_prefix = \"/s/\"\nupstream = \"u\"",
         );
     std::fs::write(&cfg, fixed).expect("write");
-    let err = refused("check-config", &cfg);
+    let err = refuses("check-config", &cfg, &[]);
     assert!(
         err.contains(
             "credentials[0]: client_secret: environment variable RZ_TEST_UNSET_SECRET is not set"

@@ -44,20 +44,26 @@ fn work_commands(redis: &rhizome_tests::harness::redis::RedisServer) -> u64 {
         .sum()
 }
 
-#[tokio::test]
-async fn a_flushall_under_steady_load_converges_to_one_token_per_cycle() {
-    // Tokens live 8 s and are refreshed 4 s after they were obtained.
+/// A cluster of `n` nodes whose OAuth tokens live `expires_in` seconds and
+/// are refreshed 4 s before they expire.
+async fn refreshing_4s_early(test: &str, expires_in: &str, n: usize) -> fixture::Cluster {
     let tuning = Tuning {
         refresh_margin: "4s",
         ..Tuning::default()
     };
+    fixture::cluster(test, &["--expires-in", expires_in], n, tuning).await
+}
+
+#[tokio::test]
+async fn a_flushall_under_steady_load_converges_to_one_token_per_cycle() {
+    // Tokens live 8 s and are refreshed 4 s after they were obtained.
     let fixture::Cluster {
         env,
         redis,
         mock,
         nodes,
         ..
-    } = fixture::cluster("flushall", &["--expires-in", "8"], 3, tuning).await;
+    } = refreshing_4s_early("flushall", "8", 3).await;
     let c = Client::new();
     let key = fixture::bearer();
     let h = [("authorization", key.as_str())];
@@ -124,17 +130,13 @@ async fn a_flushall_under_steady_load_converges_to_one_token_per_cycle() {
 #[tokio::test]
 async fn with_redis_frozen_a_token_past_its_refresh_is_served_until_it_expires() {
     // 10 s tokens, refreshed after 6 s, normally no longer handed out after 8 s.
-    let tuning = Tuning {
-        refresh_margin: "4s",
-        ..Tuning::default()
-    };
     let fixture::Cluster {
         env,
         redis,
         mock: _mock,
         nodes,
         ..
-    } = fixture::cluster("g6_stale", &["--expires-in", "10"], 1, tuning).await;
+    } = refreshing_4s_early("g6_stale", "10", 1).await;
     let node = &nodes[0];
     let c = Client::new();
     let key = fixture::bearer();

@@ -68,6 +68,17 @@ pub fn build(
     }
 }
 
+/// Starts refreshing every credential ahead of expiry, with the fixed
+/// ownership gauges of a mode that never moves credentials between nodes;
+/// `owned` says whether this node shows as the owner of each.
+fn refresh_every_credential(refreshers: &Refreshers, owned: bool, shutdown: &CancellationToken) {
+    metrics::ownership_embedded();
+    for name in refreshers.names() {
+        metrics::credential_owned(&name, owned);
+        refreshers.start(&name, shutdown);
+    }
+}
+
 /// One node owns every credential.
 #[derive(Debug)]
 pub struct Embedded {
@@ -88,11 +99,7 @@ impl Ownership for Embedded {
     }
 
     fn start(&self, shutdown: &CancellationToken) {
-        metrics::ownership_embedded();
-        for name in self.refreshers.names() {
-            metrics::credential_owned(&name, true);
-            self.refreshers.start(&name, shutdown);
-        }
+        refresh_every_credential(&self.refreshers, true, shutdown);
     }
 
     fn step_down(&self) {
@@ -119,11 +126,7 @@ impl Ownership for RedisLock {
     }
 
     fn start(&self, shutdown: &CancellationToken) {
-        metrics::ownership_embedded();
-        for name in self.refreshers.names() {
-            metrics::credential_owned(&name, false);
-            self.refreshers.start(&name, shutdown);
-        }
+        refresh_every_credential(&self.refreshers, false, shutdown);
     }
 
     fn step_down(&self) {

@@ -69,8 +69,7 @@ impl Default for Tuning {
 
 /// The standard node config against `mock`.
 pub fn config(env: &Env, mock: &Mock, t: &Tuning) -> String {
-    let other_key_file = env.path("other-client.key");
-    std::fs::write(&other_key_file, format!("{OTHER_CLIENT_KEY}\n")).expect("write key file");
+    let other_key_file = env.write("other-client.key", format!("{OTHER_CLIENT_KEY}\n"));
     let ck = hex::encode(Sha256::digest(CLIENT_KEY.as_bytes()));
     let base = mock.base();
     let rs = fixture("jwt-rs256.pem");

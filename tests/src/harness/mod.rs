@@ -6,8 +6,10 @@
 //!
 //! Every wait here has a deadline; children are killed when dropped.
 
+pub mod cli;
 pub mod fixture;
 pub mod http;
+pub mod mcp;
 pub mod metrics;
 pub mod redis;
 pub mod secrets;
@@ -94,6 +96,13 @@ impl Env {
         self.dir.join(name)
     }
 
+    /// Writes `contents` to the file `name` inside the directory; its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
     /// Starts `rhizome-mock` with `args` (besides `--listen 127.0.0.1:0`).
     pub async fn mock(&self, name: &str, args: &[&str]) -> Mock {
         let mut all = vec!["--listen".to_string(), "127.0.0.1:0".to_string()];
@@ -119,8 +128,7 @@ impl Env {
 
     /// Like [`Env::node`] with extra environment variables.
     pub async fn node_with_env(&self, name: &str, config: &str, env: &[(&str, &str)]) -> Node {
-        let cfg_path = self.path(&format!("{name}.toml"));
-        std::fs::write(&cfg_path, config).expect("write config");
+        let cfg_path = self.write(&format!("{name}.toml"), config);
         let args = vec![
             "--config".to_string(),
             cfg_path.display().to_string(),

@@ -1,0 +1,47 @@
+//! MCP Streamable HTTP requests to the standard config's MCP route (`/m/mcp`,
+//! `session = "mcp"`), sent the way an MCP client sends them: JSON-RPC
+//! messages as POSTs that accept JSON or an event stream, and the `DELETE`
+//! that ends a session. One implementation, so every test speaks the same
+//! protocol to the node.
+
+use http::Method;
+use serde_json::{json, Value};
+
+use super::fixture;
+use super::http::{Client, Resp};
+use super::Node;
+
+/// The MCP endpoint of the standard config.
+pub const PATH: &str = "/m/mcp";
+
+/// POSTs the JSON-RPC message `body` as the client whose `Authorization`
+/// value is `key`, within `session` when given.
+pub async fn post(node: &Node, key: &str, session: Option<&str>, body: Value) -> Resp {
+    let mut h = vec![
+        ("authorization", key),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    if let Some(s) = session {
+        h.push(("mcp-session-id", s));
+    }
+    Client::new()
+        .post(&node.url(PATH), &h, body.to_string())
+        .await
+}
+
+/// POSTs a request calling `method` (id 1) as the test client `ci`, within
+/// `session` when given.
+pub async fn call(node: &Node, session: Option<&str>, method: &str) -> Resp {
+    let rpc = json!({"jsonrpc": "2.0", "id": 1, "method": method});
+    post(node, &fixture::bearer(), session, rpc).await
+}
+
+/// Ends `session` with a `DELETE` as the test client `ci`.
+pub async fn delete(node: &Node, session: &str) -> Resp {
+    let key = fixture::bearer();
+    let h = [("authorization", key.as_str()), ("mcp-session-id", session)];
+    Client::new()
+        .send(Method::DELETE, &node.url(PATH), &h, "")
+        .await
+}
