@@ -16,6 +16,7 @@ use crate::credentials::Credentials;
 use crate::ownership::{self, Ownership};
 use crate::routing::Router;
 use crate::session::Sessions;
+use crate::sse::replay::Replay;
 use crate::shutdown::Shutdown;
 use crate::state::events::{EventSink, Work};
 use crate::state::SharedState;
@@ -49,6 +50,8 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     /// Who refreshes which credential.
     pub ownership: Arc<dyn Ownership>,
+    /// Recorded SSE streams and resumes (`sse.replay = true` routes).
+    pub replay: Replay,
     ready: AtomicBool,
 }
 
@@ -107,6 +110,7 @@ impl App {
             config.limits.max_body.as_u64(),
         )?;
         let sessions = Arc::new(Sessions::new(state.sessions.clone(), state.redis.clone()));
+        let replay = Replay::new(state.replay.clone(), &node_id);
         let ownership = ownership::build(
             config.coordinator.mode,
             &node_id,
@@ -126,6 +130,7 @@ impl App {
             state,
             sessions,
             ownership,
+            replay,
             ready: AtomicBool::new(false),
         })
     }

@@ -181,11 +181,6 @@ producer_lease = "5s"
         "clients[0].rate",
         "clients[0].burst",
         "clients[0].max_streams",
-        "routes[0].sse.replay",
-        "routes[0].sse.buffer_events",
-        "routes[0].sse.buffer_ttl",
-        "routes[0].sse.on_client_disconnect",
-        "routes[0].sse.detach_grace",
         "routes[0].sse.producer_lease",
     ]
     .iter()

@@ -77,6 +77,14 @@ fn describe() {
     );
     describe_counter!("rhizome_sse_events_total", "SSE events relayed to clients.");
     describe_counter!(
+        "rhizome_sse_replayed_events_total",
+        "SSE events sent to resuming clients from replay buffers."
+    );
+    describe_counter!(
+        "rhizome_sse_gaps_total",
+        "Resumes whose history was incomplete, by reason (expired, lost)."
+    );
+    describe_counter!(
         "rhizome_token_refresh_total",
         "Token obtain/refresh attempts, by credential and outcome."
     );
@@ -165,6 +173,16 @@ pub fn upstream_retry(reason: &'static str) {
 /// `n` SSE events relayed on `route`.
 pub fn sse_events(route: &str, n: u64) {
     counter!("rhizome_sse_events_total", "route" => route.to_owned()).increment(n);
+}
+
+/// Counts `n` events replayed to resuming clients of `route`.
+pub fn sse_replayed(route: &str, n: u64) {
+    counter!("rhizome_sse_replayed_events_total", "route" => route.to_owned()).increment(n);
+}
+
+/// Counts a resume that got a gap signal.
+pub fn sse_gap(reason: &'static str) {
+    counter!("rhizome_sse_gaps_total", "reason" => reason).increment(1);
 }
 
 /// One token attempt for `credential` (`success`, `failure`).

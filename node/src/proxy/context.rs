@@ -16,6 +16,8 @@ use super::AccessLog;
 use crate::auth::ClientId;
 use crate::credentials::Credential;
 use crate::routing::Route;
+use crate::sse::replay::Opening;
+use rhizome_proto::records::ReopenRequest;
 
 /// Header carrying the request id both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -37,6 +39,8 @@ pub struct RequestCtx {
     pub credential: Option<Arc<Credential>>,
     /// Bound of token acquisition plus the upstream's response head.
     pub deadline: Option<tokio::time::Instant>,
+    /// The upstream request as a recorded stream would reopen it.
+    pub reopen: Option<ReopenRequest>,
     /// The one access-log line of this request.
     pub log: AccessLog,
 }
@@ -52,6 +56,7 @@ impl RequestCtx {
             session: Session::Off,
             credential: None,
             deadline: None,
+            reopen: None,
             log: AccessLog {
                 request_id: request_id(headers),
                 method: method.to_string(),
@@ -78,6 +83,17 @@ impl RequestCtx {
     pub fn deadline(&self, fallback: Duration) -> tokio::time::Instant {
         self.deadline
             .unwrap_or_else(|| tokio::time::Instant::now() + fallback)
+    }
+
+    /// What a recorded stream of this request needs: who, where, and how
+    /// to reopen it; `None` for anonymous requests.
+    pub fn opening(&self) -> Option<Opening> {
+        Some(Opening {
+            client: self.client_name()?,
+            route: self.route.as_ref()?.name.clone(),
+            session: self.session.id().map(str::to_string),
+            reopen: self.reopen.clone()?,
+        })
     }
 
     /// The client's name, for logs and session binding.

@@ -35,6 +35,14 @@ pub enum Session {
 }
 
 impl Session {
+    /// The proxy session id, for an existing session.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Session::Existing { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
     /// The target this request must use, if pinned.
     pub fn pin(&self) -> Option<usize> {
         match self {

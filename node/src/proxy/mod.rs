@@ -38,12 +38,37 @@ use rhizome_proto::ErrorCode;
 
 use crate::error::ProxyError;
 use crate::routing::{has_dot_segments, Route};
+use crate::sse::resume::{resume, Resumer};
 use crate::upstream::headers;
 use crate::{App, BoxBody, BoxError};
 use body::Observed;
 pub use body::{AccessLog, OutBody};
 pub use context::{RequestCtx, REQUEST_ID};
 pub use exchange::{Exchange, Outgoing};
+
+/// The header a reconnecting SSE client sends.
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// The upstream request of a recorded stream as it can be sent again: no
+/// credential (injected later, on a copy), no client keys, no cookies.
+fn reopen_request(out: &Outgoing, body: &OutBody) -> rhizome_proto::records::ReopenRequest {
+    let headers = out
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != http::header::COOKIE && name.as_str() != LAST_EVENT_ID)
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
+    let body = match body {
+        OutBody::Buffered(b) => b.to_vec(),
+        OutBody::Streaming(_) => Vec::new(),
+    };
+    rhizome_proto::records::ReopenRequest {
+        method: out.method.to_string(),
+        path: out.path.clone(),
+        headers,
+        body,
+    }
+}
 
 /// The proxy service of one node.
 #[derive(Debug, Clone)]
@@ -131,10 +156,13 @@ impl Proxy {
             inject: ctx.client.is_some(),
             pin: ctx.session.pin(),
         };
+        if route.sse.replay {
+            ctx.reopen = Some(reopen_request(&outgoing, &out));
+        }
         let mut ex = self.exchange(ctx, &route, outgoing, &mut out).await?;
         self.response_filter(ctx, &route, &parts.method, &mut ex)
             .await?;
-        Ok(self.respond(ctx, &route, ex.response))
+        Ok(self.respond(ctx, &route, ex.response).await)
     }
 
     /// Phase `route`: longest prefix (and host) match; starts the deadline.
@@ -200,7 +228,42 @@ impl Proxy {
     ) -> Result<Flow, ProxyError> {
         let client = ctx.client_name();
         ctx.session = mcp::before(self, route, client.as_deref(), headers).await?;
-        Ok(Flow::Continue)
+        self.resume_filter(ctx, route, headers).await
+    }
+
+    /// A `GET` carrying one of Rhizome's event ids as `Last-Event-ID` on a
+    /// replay route resumes the stream from the replay buffer, on any node.
+    async fn resume_filter(
+        &self,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        headers: &mut HeaderMap,
+    ) -> Result<Flow, ProxyError> {
+        let id = match headers.get(LAST_EVENT_ID).and_then(|v| v.to_str().ok()) {
+            Some(id) if route.sse.replay && crate::sse::ids::is_ours(id) => id.to_string(),
+            _ => return Ok(Flow::Continue),
+        };
+        // Our ids mean nothing upstream.
+        headers.remove(LAST_EVENT_ID);
+        let Some(client) = ctx.client_name() else {
+            return Ok(Flow::Continue);
+        };
+        if ctx.log.method != "GET" {
+            return Ok(Flow::Continue);
+        }
+        let who = Resumer {
+            client,
+            route: route.name.clone(),
+            session: ctx.session.id().map(str::to_string),
+            heartbeat: route.sse.heartbeat_interval,
+            idle_timeout: route.sse.idle_timeout,
+        };
+        let replay = &self.app.replay;
+        let codec = replay.codec().await?;
+        let store = replay.store().clone();
+        let shutdown = self.app.shutdown.token();
+        let resp = resume(store, codec, &id, who, shutdown).await?;
+        Ok(Flow::Respond(resp))
     }
 
     /// Phase `prepare_body`: bodies up to `retry_limit` are read whole (so a

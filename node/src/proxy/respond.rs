@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use super::body::IdleTimeout;
 use super::{Proxy, RequestCtx};
 use crate::routing::Route;
+use rhizome_proto::config::DisconnectPolicy;
 use crate::sse::relay::{relay, RelayOptions};
 use crate::upstream::headers;
 use crate::BoxBody;
@@ -18,7 +19,7 @@ use crate::BoxBody;
 impl Proxy {
     /// Phase `respond`: hop-by-hop headers out; SSE goes through the relay,
     /// everything else streams through as it comes.
-    pub(super) fn respond(
+    pub(super) async fn respond(
         &self,
         ctx: &mut RequestCtx,
         route: &Route,
@@ -42,10 +43,17 @@ impl Proxy {
                 heartbeat_interval: route.sse.heartbeat_interval,
                 max_event_bytes: usize::try_from(route.sse.max_event_bytes.as_u64())
                     .unwrap_or(usize::MAX),
+                detach_grace: (route.sse.on_client_disconnect == DisconnectPolicy::Detach)
+                    .then_some(route.sse.detach_grace),
+            };
+            let recorder = match (route.sse.replay, ctx.opening()) {
+                (true, Some(opening)) => self.app.replay.open(opening, &route.sse).await,
+                _ => None,
             };
             let (body, end) = relay(
                 body.map_err(Into::into).boxed(),
                 opts,
+                recorder,
                 self.app.shutdown.token(),
             );
             // How the stream ended is only known to the relay: the log asks it.

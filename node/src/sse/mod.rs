@@ -1,10 +1,16 @@
 //! Server-sent events on the proxy path: the incremental
 //! [`parser`] and the [`relay`] that forwards each complete upstream event to the
 //! client as soon as it is parsed, with heartbeats, an idle timeout, no total
-//! timeout, and the upstream closed as soon as the client goes away.
+//! timeout, and the upstream closed as soon as the client goes away. With
+//! `sse.replay = true`, the [`replay`] engine records each stream
+//! ([`record`]: Rhizome's own event ids, appends off the relay path) and
+//! answers `Last-Event-ID` resumes on any node ([`resume`]).
 
 pub mod parser;
+pub mod record;
 pub mod relay;
+pub mod replay;
+pub mod resume;
 
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_TYPE};
 

@@ -20,11 +20,14 @@ use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::parser::SseParser;
+use super::record::Recorder;
 use crate::{metrics, BoxBody, BoxError};
 
 /// Frames in flight between the relay task and the client connection.
 const CHANNEL_FRAMES: usize = 8;
 const HEARTBEAT: &[u8] = b": heartbeat\n\n";
+/// A timer that does not fire (armed when a stream detaches).
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Settings of one relayed stream.
 #[derive(Debug, Clone)]
@@ -39,18 +42,31 @@ pub struct RelayOptions {
     pub heartbeat_interval: Duration,
     /// Largest event accepted from upstream.
     pub max_event_bytes: usize,
+    /// With a recorder: how long upstream is still read (and recorded) after
+    /// the client left (`on_client_disconnect = "detach"`); `None` cancels.
+    pub detach_grace: Option<Duration>,
 }
 
 /// Wraps an upstream SSE body; the returned body is what the client reads,
 /// and the [`StreamEnd`] says, once the relay has stopped, why it did.
+/// With a `recorder` (`sse.replay = true`) each event is numbered, given
+/// Rhizome's id and stored for replay on its way to the client.
 pub fn relay(
     upstream: BoxBody,
     opts: RelayOptions,
+    recorder: Option<Recorder>,
     shutdown: CancellationToken,
 ) -> (BoxBody, StreamEnd) {
     let (tx, rx) = mpsc::channel(CHANNEL_FRAMES);
     let end = StreamEnd::default();
-    tokio::spawn(pump(upstream, tx, opts, shutdown, end.clone()));
+    let task = Pump {
+        tx,
+        opts,
+        recorder,
+        shutdown,
+        outcome: end.clone(),
+    };
+    tokio::spawn(task.run(upstream));
     (ChannelBody { rx }.boxed(), end)
 }
 
@@ -81,6 +97,7 @@ enum End {
     IdleTimeout,
     Shutdown,
     EventTooLarge,
+    TakenOver,
 }
 
 impl End {
@@ -94,74 +111,117 @@ impl End {
             End::IdleTimeout => "idle_timeout",
             End::Shutdown => "shutdown",
             End::EventTooLarge => "oversize",
+            End::TakenOver => "taken_over",
         }
     }
 }
 
-async fn pump(
-    mut upstream: BoxBody,
+/// The relay task of one stream.
+struct Pump {
     tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     opts: RelayOptions,
+    recorder: Option<Recorder>,
     shutdown: CancellationToken,
     outcome: StreamEnd,
-) {
-    let _active = metrics::SseStreamGuard::new(&opts.route);
-    let mut parser = SseParser::new(opts.max_event_bytes);
-    let mut events = Vec::new();
-    let idle = sleep(opts.idle_timeout);
-    let heartbeat = sleep(opts.heartbeat_interval);
-    tokio::pin!(idle, heartbeat);
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = tx.closed() => break End::ClientGone,
-            _ = shutdown.cancelled() => break End::Shutdown,
-            frame = upstream.frame() => {
-                let data = match frame {
-                    None => break End::UpstreamFinished,
-                    Some(Err(e)) => {
-                        tracing::warn!(request_id = %opts.request_id, error = %e, "sse upstream read failed");
-                        break End::UpstreamError;
-                    }
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => data,
-                        Err(_) => continue, // trailers carry nothing for SSE
-                    },
-                };
-                idle.as_mut().reset(Instant::now() + opts.idle_timeout);
-                if let Err(e) = parser.push(&data, &mut events) {
-                    tracing::warn!(request_id = %opts.request_id, route = %opts.route, reason = %e, "closing sse stream");
-                    break End::EventTooLarge;
-                }
-                if events.is_empty() {
-                    continue;
-                }
-                let mut out = BytesMut::new();
-                let count = events.len();
-                for ev in events.drain(..) {
-                    out.extend_from_slice(&ev.raw);
-                }
-                metrics::sse_events(&opts.route, count as u64);
-                if let Err(end) = deliver(&tx, out.freeze(), &shutdown, opts.idle_timeout).await {
-                    break end;
-                }
-                heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
-            }
-            _ = &mut idle => break End::IdleTimeout,
-            _ = &mut heartbeat => {
-                if let Err(end) = deliver(&tx, Bytes::from_static(HEARTBEAT), &shutdown, opts.idle_timeout).await {
-                    break end;
-                }
-                heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
+}
+
+impl Pump {
+    /// Writes `events` as the client receives them.
+    fn render(&mut self, events: &mut Vec<super::parser::SseEvent>) -> Bytes {
+        let mut out = BytesMut::new();
+        for ev in events.drain(..) {
+            match self.recorder.as_mut() {
+                Some(r) => r.record(&ev, &mut out),
+                None => out.extend_from_slice(&ev.raw),
             }
         }
-    };
-    // Before `tx` drops: the client's body ends only after the reason is set.
-    outcome.set(end);
-    if parser.pending_bytes() > 0 {
-        tracing::debug!(request_id = %opts.request_id, bytes = parser.pending_bytes(), "dropped incomplete sse event at end of stream");
+        out.freeze()
     }
-    tracing::debug!(request_id = %opts.request_id, route = %opts.route, outcome = end.as_str(), "sse stream ended");
+
+    async fn run(mut self, upstream: BoxBody) {
+        let end = self.relay(upstream).await;
+        // Before `tx` drops: the client's body ends only after the reason is set.
+        self.outcome.set(end);
+        tracing::debug!(request_id = %self.opts.request_id, route = %self.opts.route, outcome = end.as_str(), "sse stream ended");
+    }
+
+    async fn relay(&mut self, mut upstream: BoxBody) -> End {
+        let opts = self.opts.clone();
+        let shutdown = self.shutdown.clone();
+        let stopped = self
+            .recorder
+            .as_ref()
+            .map_or_else(CancellationToken::new, |r| r.stopped().clone());
+        let tx = self.tx.clone();
+        let _active = metrics::SseStreamGuard::new(&opts.route);
+        let mut parser = SseParser::new(opts.max_event_bytes);
+        let mut events = Vec::new();
+        // Set once the client left and the stream is kept recording
+        // (`on_client_disconnect = "detach"`) until `detach_end`.
+        let mut detached = false;
+        let idle = sleep(opts.idle_timeout);
+        let heartbeat = sleep(opts.heartbeat_interval);
+        let detach_end = sleep(FAR_FUTURE);
+        tokio::pin!(idle, heartbeat, detach_end);
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = tx.closed(), if !detached => match (opts.detach_grace, &self.recorder) {
+                    (Some(grace), Some(_)) => {
+                        detached = true;
+                        detach_end.as_mut().reset(Instant::now() + grace);
+                        tracing::debug!(request_id = %opts.request_id, grace_ms = grace.as_millis() as u64, "client gone; stream detached, still recording");
+                    }
+                    _ => break End::ClientGone,
+                },
+                _ = &mut detach_end, if detached => break End::ClientGone,
+                _ = shutdown.cancelled() => break End::Shutdown,
+                _ = stopped.cancelled() => break End::TakenOver,
+                frame = upstream.frame() => {
+                    let data = match frame {
+                        None => break End::UpstreamFinished,
+                        Some(Err(e)) => {
+                            tracing::warn!(request_id = %opts.request_id, error = %e, "sse upstream read failed");
+                            break End::UpstreamError;
+                        }
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => data,
+                            Err(_) => continue, // trailers carry nothing for SSE
+                        },
+                    };
+                    idle.as_mut().reset(Instant::now() + opts.idle_timeout);
+                    if let Err(e) = parser.push(&data, &mut events) {
+                        tracing::warn!(request_id = %opts.request_id, route = %opts.route, reason = %e, "closing sse stream");
+                        break End::EventTooLarge;
+                    }
+                    if events.is_empty() {
+                        continue;
+                    }
+                    let count = events.len();
+                    let out = self.render(&mut events);
+                    metrics::sse_events(&opts.route, count as u64);
+                    if detached {
+                        continue; // recorded for a resume; nobody to send it to here
+                    }
+                    if let Err(end) = deliver(&tx, out, &shutdown, opts.idle_timeout).await {
+                        break end;
+                    }
+                    heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
+                }
+                _ = &mut idle => break End::IdleTimeout,
+                _ = &mut heartbeat, if !detached => {
+                    if let Err(end) = deliver(&tx, Bytes::from_static(HEARTBEAT), &shutdown, opts.idle_timeout).await {
+                        break end;
+                    }
+                    heartbeat.as_mut().reset(Instant::now() + opts.heartbeat_interval);
+                }
+            }
+        };
+        if parser.pending_bytes() > 0 {
+            tracing::debug!(request_id = %opts.request_id, bytes = parser.pending_bytes(), "dropped incomplete sse event at end of stream");
+        }
+        end
+    }
 }
 
 /// Hands bytes to the client. A client that stops reading for `patience`, or
@@ -179,10 +239,17 @@ async fn deliver(
     }
 }
 
-/// A response body fed by the relay task.
+/// A response body fed by a task through a bounded channel.
 #[derive(Debug)]
-struct ChannelBody {
+pub struct ChannelBody {
     rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+}
+
+impl ChannelBody {
+    /// The body fed through `rx`.
+    pub fn new(rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>) -> Self {
+        ChannelBody { rx }
+    }
 }
 
 impl Body for ChannelBody {
@@ -213,6 +280,7 @@ mod tests {
             idle_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(15),
             max_event_bytes: 1024,
+            detach_grace: None,
         }
     }
 
@@ -232,7 +300,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn forwards_complete_events_only_and_sends_heartbeats() {
         let (up, body) = upstream();
-        let (mut client, end) = relay(body, opts(), CancellationToken::new());
+        let (mut client, end) = relay(body, opts(), None, CancellationToken::new());
         up.send(Ok(Frame::data(Bytes::from_static(b"data: 1\n\ndata: par"))))
             .await
             .expect("send");
@@ -256,7 +324,7 @@ mod tests {
         let (_up, body) = upstream();
         let mut o = opts();
         o.heartbeat_interval = Duration::from_secs(3600);
-        let (mut client, end) = relay(body, o, CancellationToken::new());
+        let (mut client, end) = relay(body, o, None, CancellationToken::new());
         assert!(client.frame().await.is_none());
         assert_eq!(end.outcome(), Some("idle_timeout"));
     }
@@ -265,13 +333,13 @@ mod tests {
     async fn each_end_is_named_for_what_it_was() {
         // Upstream read error.
         let (up, body) = upstream();
-        let (mut client, end) = relay(body, opts(), CancellationToken::new());
+        let (mut client, end) = relay(body, opts(), None, CancellationToken::new());
         up.send(Err("reset".into())).await.expect("send");
         assert!(client.frame().await.is_none());
         assert_eq!(end.outcome(), Some("upstream_error"));
         // An event larger than max_event_bytes.
         let (up, body) = upstream();
-        let (mut client, end) = relay(body, opts(), CancellationToken::new());
+        let (mut client, end) = relay(body, opts(), None, CancellationToken::new());
         let big = Bytes::from(vec![b'x'; 2048]);
         up.send(Ok(Frame::data(big))).await.expect("send");
         assert!(client.frame().await.is_none());
@@ -288,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn client_gone_drops_the_upstream() {
         let (up, body) = upstream();
-        let (client, end) = relay(body, opts(), CancellationToken::new());
+        let (client, end) = relay(body, opts(), None, CancellationToken::new());
         drop(client);
         tokio::time::timeout(Duration::from_secs(5), up.closed())
             .await

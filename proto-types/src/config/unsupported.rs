@@ -1,6 +1,6 @@
 //! What this build does not honour yet, in one table. A key the node would
-//! accept and then ignore is a lie to the operator: it believes in replay,
-//! detached streams or a coordinator cluster it does not have. So every such
+//! accept and then ignore is a lie to the operator: it believes in stream
+//! takeover or a coordinator cluster it does not have. So every such
 //! key is refused here, naming the field and the missing feature — when it is
 //! set to something other than its default (a key left at its default asks
 //! for nothing). The issue that implements a feature deletes its rows.
@@ -10,7 +10,7 @@
 //! loader turns that error into the same "not supported" message through
 //! [`unmodelled_key`], so the operator learns the key is known but not built.
 
-use super::route::{DisconnectPolicy, RouteConfig, SseConfig};
+use super::route::{RouteConfig, SseConfig};
 use super::validate::ConfigError;
 use super::{Config, CoordinatorConfig, CoordinatorMode};
 
@@ -39,7 +39,7 @@ struct NotYet {
     asks: Asks,
 }
 
-const RESUMABLE_SSE: &str = "resumable SSE: Last-Event-ID replay and detached upstreams";
+const TAKEOVER: &str = "stream takeover after a producer's death";
 const CLUSTER: &str = "cluster mode: the raft coordinator";
 
 fn sse_default() -> SseConfig {
@@ -52,33 +52,8 @@ fn coordinator_default() -> CoordinatorConfig {
 /// The table. Delete a row when its feature lands.
 const NOT_YET: &[NotYet] = &[
     NotYet {
-        path: "routes[].sse.replay",
-        feature: RESUMABLE_SSE,
-        asks: Asks::Route(|r| r.sse.replay),
-    },
-    NotYet {
-        path: "routes[].sse.buffer_events",
-        feature: RESUMABLE_SSE,
-        asks: Asks::Route(|r| r.sse.buffer_events != sse_default().buffer_events),
-    },
-    NotYet {
-        path: "routes[].sse.buffer_ttl",
-        feature: RESUMABLE_SSE,
-        asks: Asks::Route(|r| r.sse.buffer_ttl != sse_default().buffer_ttl),
-    },
-    NotYet {
-        path: "routes[].sse.on_client_disconnect",
-        feature: "\"detach\": resumable SSE; this build cancels the upstream",
-        asks: Asks::Route(|r| r.sse.on_client_disconnect == DisconnectPolicy::Detach),
-    },
-    NotYet {
-        path: "routes[].sse.detach_grace",
-        feature: RESUMABLE_SSE,
-        asks: Asks::Route(|r| r.sse.detach_grace != sse_default().detach_grace),
-    },
-    NotYet {
         path: "routes[].sse.producer_lease",
-        feature: RESUMABLE_SSE,
+        feature: TAKEOVER,
         asks: Asks::Route(|r| r.sse.producer_lease != sse_default().producer_lease),
     },
     NotYet {

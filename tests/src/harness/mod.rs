@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod redis;
 pub mod secrets;
+pub mod sse;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

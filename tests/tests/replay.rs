@@ -1,0 +1,268 @@
+//! Resumable SSE: a client whose stream breaks reconnects with
+//! `Last-Event-ID` — to the same node on the embedded default, to any node
+//! with Redis — and gets every event it missed exactly once, in order, then
+//! the rest live (S2); history that is gone is signalled, never replayed in
+//! part (S4); ids are bound to their client and cannot be forged (S5);
+//! buffers are bounded and expire; a Redis outage mid-stream keeps the live
+//! stream flowing and turns the events it lost into a gap for a resume.
+
+use std::time::{Duration, Instant};
+
+use http::Method;
+use rhizome_tests::harness::fixture::{self, Tuning};
+use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::secrets::OTHER_CLIENT_KEY;
+use rhizome_tests::harness::sse::{Event, Reader};
+use rhizome_tests::harness::Node;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `[routes.sse]` of the replay tests; variants add retention settings.
+const REPLAY: &str = "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"";
+const REPLAY_20_EVENTS: &str =
+    "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"\nbuffer_events = 20";
+const REPLAY_SHORT_TTL: &str = "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"\nbuffer_events = 50\nbuffer_ttl = \"3s\"";
+
+/// Opens `path` on `node` as the test client, optionally resuming.
+async fn open(node: &Node, path: &str, key: &str, last_id: Option<&str>) -> (u16, Reader, Option<String>) {
+    let auth = format!("Bearer {key}");
+    let mut h = vec![("authorization", auth.as_str()), ("accept", "text/event-stream")];
+    if let Some(id) = last_id {
+        h.push(("last-event-id", id));
+    }
+    let resp = Client::new().open(Method::GET, &node.url(path), &h, "").await;
+    let status = resp.status().as_u16();
+    let gap_header = resp
+        .headers()
+        .get("rhizome-last-event-id")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    (status, Reader::new(resp.into_body()), gap_header)
+}
+
+fn client_key() -> String {
+    fixture::bearer().trim_start_matches("Bearer ").to_string()
+}
+
+/// The upstream's event number carried in `data` (`{"n":k}`).
+fn n(ev: &Event) -> u64 {
+    serde_json::from_str::<serde_json::Value>(&ev.data).expect("json data")["n"]
+        .as_u64()
+        .expect("n")
+}
+
+async fn take(reader: &mut Reader, count: usize) -> Vec<Event> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        out.push(reader.next(WAIT).await.expect("an event"));
+    }
+    out
+}
+
+fn assert_exactly(events: &[Event], from: u64, to: u64) {
+    let got: Vec<u64> = events.iter().map(n).collect();
+    let want: Vec<u64> = (from..=to).collect();
+    assert_eq!(got, want, "every event exactly once, in order");
+}
+
+#[tokio::test]
+async fn embedded_default_drop_and_reconnect_loses_nothing() {
+    let tuning = Tuning {
+        sse: REPLAY,
+        ..Tuning::default()
+    };
+    let fixture::World { env, mock: _m, node } =
+        fixture::world("replay_embedded", &[], &tuning).await;
+    let key = client_key();
+    let path = "/e/sse?count=30&interval_ms=20";
+    let (status, mut first, _) = open(&node, path, &key, None).await;
+    assert_eq!(status, 200);
+    let seen = take(&mut first, 10).await;
+    assert_exactly(&seen, 1, 10);
+    let last = seen[9].id.clone().expect("rhizome id");
+    assert!(last.starts_with("v1."), "Rhizome's own id, not upstream's: {last}");
+    drop(first);
+    let (status, mut again, gap) = open(&node, path, &key, Some(&last)).await;
+    assert_eq!(status, 200);
+    assert!(gap.is_none());
+    let rest = again.rest(WAIT).await;
+    assert_exactly(&rest, 11, 30);
+    env.assert_logs_clean();
+}
+
+/// S2 on three nodes: 200 events at 50 ms; the client drops after 40 and
+/// reconnects through another node.
+#[tokio::test]
+async fn reconnecting_through_another_node_gets_every_later_event_once_in_order() {
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock: _m,
+        nodes,
+        ..
+    } = fixture::cluster(
+        "replay_s2",
+        &[],
+        3,
+        Tuning {
+            sse: REPLAY,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    let key = client_key();
+    let path = "/e/sse?count=200&interval_ms=50";
+    let (status, mut first, _) = open(&nodes[0], path, &key, None).await;
+    assert_eq!(status, 200);
+    let seen = take(&mut first, 40).await;
+    assert_exactly(&seen, 1, 40);
+    let t1 = seen[0].at;
+    let last = seen[39].id.clone().expect("id");
+    drop(first);
+    let (status, mut again, _) = open(&nodes[1], path, &key, Some(&last)).await;
+    assert_eq!(status, 200);
+    let rest = again.rest(WAIT).await;
+    assert_exactly(&rest, 41, 200);
+    for ev in &rest {
+        // Upstream wrote event k about (k-1) × 50 ms after event 1.
+        let due = t1 + Duration::from_millis((n(ev) - 1) * 50);
+        let late = ev.at.saturating_duration_since(due);
+        assert!(
+            late < Duration::from_millis(1000) + Duration::from_millis(500),
+            "event {} arrived {late:?} after its upstream time",
+            n(ev)
+        );
+    }
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn history_older_than_the_buffer_is_a_gap_not_a_partial_replay() {
+    let tuning = Tuning {
+        sse: REPLAY_20_EVENTS,
+        ..Tuning::default()
+    };
+    let fixture::World { env, mock: _m, node } =
+        fixture::world("replay_s4", &[], &tuning).await;
+    let key = client_key();
+    let path = "/e/sse?count=100&interval_ms=1";
+    let (_, mut first, _) = open(&node, path, &key, None).await;
+    let all = first.rest(WAIT).await;
+    assert_exactly(&all, 1, 100);
+    let old = all[4].id.clone().expect("id");
+    let (status, mut again, gap) = open(&node, path, &key, Some(&old)).await;
+    assert_eq!(status, 200);
+    assert_eq!(gap.as_deref(), Some("earliest"));
+    let got = again.rest(WAIT).await;
+    assert_eq!(got.len(), 1, "the gap signal and nothing replayed in part: {got:?}");
+    assert_eq!(got[0].event.as_deref(), Some("rhizome-gap"));
+    let info: serde_json::Value = serde_json::from_str(&got[0].data).expect("json");
+    assert_eq!(info["requested"], old.as_str());
+    assert_eq!(info["reason"], "expired");
+    assert!(info["oldest"].as_str().is_some_and(|o| o.starts_with("v1.")));
+    assert!(node.metric(r#"rhizome_sse_gaps_total{reason="expired"}"#).await >= Some(1.0));
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn ids_are_bound_to_their_client_and_cannot_be_forged() {
+    let tuning = Tuning {
+        sse: REPLAY,
+        ..Tuning::default()
+    };
+    let fixture::World { env, mock: _m, node } =
+        fixture::world("replay_s5", &[], &tuning).await;
+    let key = client_key();
+    let path = "/e/sse?count=5&interval_ms=1";
+    let (_, mut first, _) = open(&node, path, &key, None).await;
+    let all = first.rest(WAIT).await;
+    let id = all[1].id.clone().expect("id");
+    // Another client presenting a genuine id: 404, as for a stream that never existed.
+    let (status, _, _) = open(&node, path, OTHER_CLIENT_KEY, Some(&id)).await;
+    assert_eq!(status, 404);
+    let mut forged = id.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    for bad in [forged.as_str(), &id[..id.len() - 3], "v1.garbage", "v1...."] {
+        let (status, _, _) = open(&node, path, &key, Some(bad)).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    env.assert_logs_clean();
+}
+
+async fn wait_stream_keys_gone(redis: &rhizome_tests::harness::redis::RedisServer) {
+    rhizome_tests::harness::wait_for("the idle stream's keys to expire", WAIT, || async {
+        (redis.cli(&["KEYS", "rz:sse:*"]).trim().is_empty()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn buffers_are_bounded_and_an_idle_stream_expires() {
+    let fixture::Cluster {
+        env, redis, nodes, ..
+    } = fixture::cluster(
+        "replay_retention",
+        &[],
+        1,
+        Tuning {
+            sse: REPLAY_SHORT_TTL,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    let key = client_key();
+    let (_, mut first, _) = open(&nodes[0], "/e/sse?count=150&interval_ms=1", &key, None).await;
+    let all = first.rest(WAIT).await;
+    assert_exactly(&all, 1, 150);
+    let keys = redis.cli(&["KEYS", "rz:sse:*:log"]);
+    let log = keys.lines().next().expect("a replay log").trim().to_string();
+    let len: u64 = redis.cli(&["XLEN", &log]).trim().parse().expect("XLEN");
+    assert!(len <= 50 + 100, "XLEN {len} after 150 events with buffer_events = 50");
+    assert!(len >= 50, "XLEN {len}: the last 50 are kept");
+    wait_stream_keys_gone(&redis).await;
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn redis_frozen_mid_stream_keeps_it_live_and_a_resume_into_the_outage_is_a_gap() {
+    let fixture::Cluster {
+        env,
+        redis,
+        mock: _m,
+        nodes,
+        ..
+    } = fixture::cluster(
+        "replay_outage",
+        &[],
+        2,
+        Tuning {
+            sse: REPLAY,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    let key = client_key();
+    let path = "/e/sse?count=120&interval_ms=50";
+    let (_, mut live, _) = open(&nodes[0], path, &key, None).await;
+    let before = take(&mut live, 10).await;
+    let resume_from = before[9].id.clone().expect("id");
+    redis.pause();
+    let started = Instant::now();
+    let during = take(&mut live, 40).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "the live stream kept flowing");
+    redis.resume();
+    let after = live.rest(WAIT).await;
+    let mut all = before;
+    all.extend(during);
+    all.extend(after);
+    assert_exactly(&all, 1, 120);
+    // A resume that needs events produced during the outage is told so.
+    let (_, mut again, gap) = open(&nodes[1], path, &key, Some(&resume_from)).await;
+    assert_eq!(gap.as_deref(), Some("earliest"));
+    let first = again.next(WAIT).await.expect("gap event");
+    assert_eq!(first.event.as_deref(), Some("rhizome-gap"));
+    let info: serde_json::Value = serde_json::from_str(&first.data).expect("json");
+    assert_eq!(info["reason"], "lost");
+    env.assert_logs_clean();
+}
