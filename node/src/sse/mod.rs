@@ -2,7 +2,9 @@
 //! [`parser`] and the [`relay`] that forwards each complete upstream event to the
 //! client as soon as it is parsed, with heartbeats, an idle timeout, no total
 //! timeout, and the upstream closed as soon as the client goes away.
+//! [`ids`] issues and verifies the signed event ids clients resume with.
 
+pub mod ids;
 pub mod parser;
 pub mod relay;
 
