@@ -5,7 +5,9 @@
 //! `sse.replay = true`, the [`replay`] engine records each stream
 //! ([`record`]: Rhizome's own event ids, appends off the relay path) and
 //! answers `Last-Event-ID` resumes on any node ([`resume`]).
+//! [`ids`] issues and verifies the signed event ids clients resume with.
 
+pub mod ids;
 pub mod parser;
 pub mod record;
 pub mod relay;
