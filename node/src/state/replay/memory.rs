@@ -342,3 +342,293 @@ impl ReplayStore for MemoryReplayStore {
         ready(Ok(page))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rhizome_proto::records::ReopenRequest;
+
+    use super::*;
+    use crate::state::redis::StateError;
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn meta() -> StreamMeta {
+        StreamMeta {
+            client: "c".into(),
+            route: "r".into(),
+            session: None,
+            reopen: ReopenRequest {
+                method: "GET".into(),
+                path: "/events".into(),
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+            created_ms: 1,
+        }
+    }
+
+    fn retention(max_events: u64) -> Retention {
+        Retention {
+            max_events,
+            ttl: TTL,
+        }
+    }
+
+    fn event(seq: u64, epoch: u64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            epoch,
+            upstream_id: Some(format!("u{seq}")),
+            fields: Bytes::from(format!("data: {seq}")),
+            at_ms: seq,
+        }
+    }
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>, epoch: u64) -> Vec<StoredEvent> {
+        seqs.map(|s| event(s, epoch)).collect()
+    }
+
+    async fn stream(store: &MemoryReplayStore, id: &str) {
+        assert!(store
+            .create(id, &meta(), retention(100))
+            .await
+            .expect("create"));
+    }
+
+    fn seqs(events: &[StoredEvent]) -> Vec<u64> {
+        events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_lease_is_taken_with_a_higher_epoch_and_fences_the_old_producer() {
+        let store = MemoryReplayStore::new(10);
+        stream(&store, "s").await;
+        let a = store
+            .acquire("s", "a", Duration::from_secs(1))
+            .await
+            .expect("acquire")
+            .expect("free");
+        assert!(store
+            .acquire("s", "b", Duration::from_secs(1))
+            .await
+            .expect("acquire")
+            .is_none());
+        let appended = store
+            .append("s", &a, &batch(1..=2, a.epoch), retention(100))
+            .await;
+        assert_eq!(appended.expect("append"), Appended::Stored(2));
+
+        tokio::time::advance(Duration::from_millis(1_100)).await;
+        let b = store
+            .acquire("s", "b", Duration::from_secs(1))
+            .await
+            .expect("acquire")
+            .expect("expired");
+        assert!(b.epoch > a.epoch);
+        assert!(
+            !store.renew("s", &a, TTL).await.expect("renew"),
+            "a lost it"
+        );
+        let stale = store
+            .append("s", &a, &batch(3..=3, a.epoch), retention(100))
+            .await;
+        assert_eq!(stale.expect("append"), Appended::Fenced);
+        assert_eq!(
+            store.mark_lost("s", &a, 3, 4).await.expect("lost"),
+            Appended::Fenced
+        );
+        let state = store.state("s").await.expect("state").expect("live");
+        assert_eq!((state.epoch, state.last_seq), (b.epoch, 2));
+        assert_eq!(state.producer.as_deref(), Some("b"));
+        let fresh = store
+            .append("s", &b, &batch(3..=3, b.epoch), retention(100))
+            .await;
+        assert_eq!(fresh.expect("append"), Appended::Stored(3));
+        store.release("s", &a).await.expect("release");
+        assert!(
+            store.renew("s", &b, TTL).await.expect("renew"),
+            "a released nothing of b's"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn events_are_trimmed_by_count_and_age_and_an_idle_stream_expires() {
+        let store = MemoryReplayStore::new(10);
+        stream(&store, "s").await;
+        let p = store
+            .acquire("s", "a", TTL)
+            .await
+            .expect("acquire")
+            .expect("free");
+        store
+            .append("s", &p, &batch(1..=12, p.epoch), retention(5))
+            .await
+            .expect("append");
+        let kept = store.read_after("s", 0, 100).await.expect("read");
+        assert_eq!(seqs(&kept), vec![8, 9, 10, 11, 12]);
+
+        tokio::time::advance(Duration::from_secs(6)).await;
+        store
+            .append("s", &p, &batch(13..=13, p.epoch), retention(5))
+            .await
+            .expect("append");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        store
+            .append("s", &p, &batch(14..=14, p.epoch), retention(5))
+            .await
+            .expect("append");
+        let state = store.state("s").await.expect("state").expect("live");
+        assert_eq!(state.oldest_seq, Some(13), "8..=12 are 12 s old");
+        assert_eq!(
+            seqs(&store.read_after("s", 0, 100).await.expect("read")),
+            vec![13, 14]
+        );
+
+        tokio::time::advance(TTL).await;
+        assert_eq!(store.state("s").await.expect("state"), None);
+        assert!(store.read_after("s", 0, 10).await.expect("read").is_empty());
+        let gone = store
+            .append("s", &p, &batch(15..=15, p.epoch), retention(5))
+            .await;
+        assert_eq!(gone.expect("append"), Appended::Gone);
+    }
+
+    #[tokio::test]
+    async fn batches_continue_the_stream_and_a_retried_batch_stores_nothing_twice() {
+        let store = MemoryReplayStore::new(10);
+        stream(&store, "s").await;
+        let p = store
+            .acquire("s", "a", TTL)
+            .await
+            .expect("acquire")
+            .expect("free");
+        store
+            .append("s", &p, &batch(1..=3, p.epoch), retention(100))
+            .await
+            .expect("append");
+        let hole = store
+            .append("s", &p, &batch(5..=6, p.epoch), retention(100))
+            .await;
+        assert!(matches!(hole, Err(StateError::Protocol(_))), "{hole:?}");
+        let mut unordered = batch(4..=5, p.epoch);
+        unordered.swap(0, 1);
+        let bad = store.append("s", &p, &unordered, retention(100)).await;
+        assert!(matches!(bad, Err(StateError::Protocol(_))), "{bad:?}");
+        let retried = store
+            .append("s", &p, &batch(2..=5, p.epoch), retention(100))
+            .await;
+        assert_eq!(retried.expect("append"), Appended::Stored(5));
+        let all = store.read_after("s", 0, 100).await.expect("read");
+        assert_eq!(seqs(&all), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            seqs(&store.read_after("s", 3, 1).await.expect("read")),
+            vec![4]
+        );
+    }
+
+    #[tokio::test]
+    async fn lost_ranges_merge_when_adjacent_and_are_bounded() {
+        let store = MemoryReplayStore::new(10);
+        stream(&store, "s").await;
+        let p = store
+            .acquire("s", "a", TTL)
+            .await
+            .expect("acquire")
+            .expect("free");
+        store
+            .append("s", &p, &batch(1..=2, p.epoch), retention(100))
+            .await
+            .expect("append");
+        assert_eq!(
+            store.mark_lost("s", &p, 3, 4).await.expect("lost"),
+            Appended::Stored(4)
+        );
+        assert_eq!(
+            store.mark_lost("s", &p, 5, 6).await.expect("lost"),
+            Appended::Stored(6)
+        );
+        assert!(store.mark_lost("s", &p, 9, 9).await.is_err(), "a hole");
+        store
+            .append("s", &p, &batch(7..=7, p.epoch), retention(100))
+            .await
+            .expect("append");
+        let state = store.state("s").await.expect("state").expect("live");
+        assert_eq!((state.lost.clone(), state.last_seq), (vec![(3, 6)], 7));
+        assert_eq!(
+            seqs(&store.read_after("s", 2, 10).await.expect("read")),
+            vec![7]
+        );
+        for n in 0..100 {
+            let seq = 9 + 2 * n;
+            store
+                .append("s", &p, &batch(seq - 1..=seq - 1, p.epoch), retention(100))
+                .await
+                .expect("append");
+            store.mark_lost("s", &p, seq, seq).await.expect("lost");
+        }
+        let lost = store.state("s").await.expect("state").expect("live").lost;
+        assert_eq!(lost.len(), super::super::MAX_LOST_RANGES);
+        assert_eq!(lost.last(), Some(&(207, 207)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_evicts_the_stream_idle_longest() {
+        let store = MemoryReplayStore::new(2);
+        stream(&store, "a").await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        stream(&store, "b").await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let p = store
+            .acquire("a", "n", TTL)
+            .await
+            .expect("acquire")
+            .expect("free");
+        store
+            .append("a", &p, &batch(1..=1, p.epoch), retention(10))
+            .await
+            .expect("append");
+        stream(&store, "c").await;
+        assert!(
+            store.state("a").await.expect("state").is_some(),
+            "appended to last"
+        );
+        assert!(
+            store.state("b").await.expect("state").is_none(),
+            "idle longest"
+        );
+        assert!(
+            !store
+                .create("a", &meta(), retention(10))
+                .await
+                .expect("create"),
+            "exists"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_listing_shows_streams_with_a_live_producer_page_by_page() {
+        let store = MemoryReplayStore::new(10);
+        for id in ["s1", "s2", "s3", "idle"] {
+            stream(&store, id).await;
+        }
+        for id in ["s1", "s2", "s3"] {
+            store
+                .acquire(id, "n", Duration::from_secs(1))
+                .await
+                .expect("acquire")
+                .expect("free");
+        }
+        let first = store.list(None, 2).await.expect("list");
+        let ids: Vec<&str> = first.items.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, vec!["s1", "s2"]);
+        let rest = store.list(first.next.as_deref(), 2).await.expect("list");
+        assert_eq!(rest.items.len(), 1);
+        assert!(rest.next.is_none());
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(
+            store.list(None, 10).await.expect("list").items.is_empty(),
+            "leases expired"
+        );
+    }
+}
