@@ -1,7 +1,8 @@
 //! Where a node's shared state lives: in this process on the
 //! embedded default, or in Redis for a cluster. [`SharedState`] bundles the
-//! session store every route uses, and — with Redis — the token records and
-//! the event subscription that keeps local caches fresh.
+//! session store and the SSE replay buffers every route uses, and — with
+//! Redis — the token records and the event subscription that keeps local
+//! caches fresh.
 
 pub mod events;
 pub mod lease;
@@ -18,17 +19,22 @@ use secrecy::SecretString;
 
 use crate::credentials::source::TOKEN_FETCH_TIMEOUT;
 use redis::Redis;
+use replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
 use sessions::{MemorySessionStore, RedisSessionStore, SessionStore};
 use tokens::SharedTokens;
 
 /// Sessions kept at most by the in-memory store.
 const MAX_MEMORY_SESSIONS: usize = 100_000;
+/// SSE streams kept at most by the in-memory replay store.
+const MAX_MEMORY_STREAMS: usize = 10_000;
 
 /// The shared state of one node.
 #[derive(Debug)]
 pub struct SharedState {
     /// MCP proxy sessions.
     pub sessions: Arc<dyn SessionStore>,
+    /// SSE replay buffers.
+    pub replay: Arc<dyn ReplayStore>,
     /// The Redis client, when `backend = "redis"`.
     pub redis: Option<Arc<Redis>>,
     /// Token records in Redis, when tokens are shared (`redis-lock`).
@@ -46,6 +52,7 @@ impl SharedState {
         match cfg.backend {
             StateBackend::Memory => Ok(SharedState {
                 sessions: Arc::new(MemorySessionStore::new(MAX_MEMORY_SESSIONS)),
+                replay: Arc::new(MemoryReplayStore::new(MAX_MEMORY_STREAMS)),
                 redis: None,
                 tokens: None,
             }),
@@ -69,6 +76,8 @@ impl SharedState {
                 };
                 Ok(SharedState {
                     sessions: Arc::new(RedisSessionStore::new(redis.clone())),
+                    // Its scripts load on first use (`NOSCRIPT`).
+                    replay: Arc::new(RedisReplayStore::new(redis.clone())),
                     redis: Some(redis),
                     tokens,
                 })

@@ -1,5 +1,8 @@
 //! The Redis connection of a node (crate `fred`): a pool for commands, a
-//! dedicated subscriber for `rz:tok-events`, and the discipline that keeps an
+//! dedicated subscriber for `rz:tok-events`, a second one for SSE wake-up
+//! hints (`rz:sse-wake`: one message per append batch cluster-wide, kept off
+//! the token-event connection so a burst of hints never makes the token-event
+//! receiver lag into a full resync), and the discipline that keeps an
 //! outage from turning into a hang or into a write nobody waits for. Every
 //! operation goes through [`Redis::run`]: a hard `op_timeout`, a circuit
 //! breaker that fails fast while Redis is down and lets one probe through
@@ -61,6 +64,8 @@ use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, Unresp
 use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, Value};
 use fred::util::{redis_keyslot, sha1_hash};
 use rhizome_proto::config::StateConfig;
+use rhizome_proto::records::SSE_WAKE;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
@@ -73,6 +78,9 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
 /// beyond that they fail at once.
 const MAX_QUEUED_COMMANDS: usize = 1024;
 const POOL_SIZE: usize = 4;
+/// SSE wake-up hints buffered per receiver; a receiver that lags further
+/// misses hints (readers also poll).
+const WAKE_CAPACITY: usize = 1024;
 /// How a script with a deadline says it ran too late.
 const LATE: &str = "LATE";
 /// Prepended to a script with a deadline: `ARGV[#ARGV]` is the last Redis-clock
@@ -138,6 +146,10 @@ impl Script {
 pub struct Redis {
     pool: Pool,
     subscriber: SubscriberClient,
+    /// Subscribed to [`SSE_WAKE`] only.
+    hints: SubscriberClient,
+    /// The stream ids received on [`SSE_WAKE`].
+    wakes: broadcast::Sender<String>,
     op_timeout: Duration,
     command_timeout: Duration,
     down: AtomicBool,
@@ -185,10 +197,15 @@ impl Redis {
         let subscriber = builder
             .build_subscriber_client()
             .map_err(|e| StateError::Protocol(e.details().to_string()))?;
+        let hints = builder
+            .build_subscriber_client()
+            .map_err(|e| StateError::Protocol(e.details().to_string()))?;
         metrics::redis_up(false);
         Ok(Redis {
             pool,
             subscriber,
+            hints,
+            wakes: broadcast::channel(WAKE_CAPACITY).0,
             op_timeout,
             command_timeout,
             down: AtomicBool::new(false),
@@ -208,6 +225,9 @@ impl Redis {
         let _connections = self.pool.connect_pool();
         let _subscriber = self.subscriber.connect();
         let _resubscriber = self.subscriber.manage_subscriptions();
+        let _hints = self.hints.connect();
+        let _rehints = self.hints.manage_subscriptions();
+        tokio::spawn(self.clone().forward_wakes(shutdown.clone()));
         let this = self.clone();
         tokio::spawn(async move {
             // Until fred first connects, a (fail-fast) ping is only refused.
@@ -226,6 +246,54 @@ impl Redis {
             let _ = this.pool.quit().await;
             let _ = this.subscriber.quit().await;
         });
+    }
+
+    /// Subscribes the hint connection to [`SSE_WAKE`] (fred resubscribes it
+    /// after every reconnection) and forwards each stream id to
+    /// [`Redis::wakeups`] receivers until `shutdown`.
+    async fn forward_wakes(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut messages = self.hints.message_rx();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let subscribed = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.hints.subscribe(SSE_WAKE) => r,
+            };
+            match subscribed {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e.details(), "subscribing to SSE wake-ups failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                m = messages.recv() => m,
+            };
+            match message {
+                Ok(m) if m.channel == SSE_WAKE => {
+                    if let Some(stream) = m.value.as_string() {
+                        // No receiver is fine: nobody is tailing right now.
+                        let _ = self.wakes.send(stream);
+                    }
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        let _ = self.hints.quit().await;
+    }
+
+    /// Receives SSE wake-up hints: the id of each stream appended to, on any
+    /// node. At most once: a lagging receiver misses some.
+    pub fn wakeups(&self) -> broadcast::Receiver<String> {
+        self.wakes.subscribe()
     }
 
     /// Completes once every pooled connection is up (fred keeps retrying).
@@ -308,13 +376,15 @@ impl Redis {
     /// Runs `script` on `keys` and `args` under [`Redis::run`]. All its steps
     /// (`TIME` for a deadline, `EVALSHA`, `SCRIPT LOAD` and `EVALSHA` again
     /// after `NOSCRIPT`) share one budget that fred ends before `run` does.
+    /// Arguments may be binary (`Bytes`, `Vec<u8>`) as well as text.
     pub async fn eval<R: FromValue>(
         &self,
         op: &'static str,
         script: &Script,
         keys: Vec<String>,
-        args: Vec<String>,
+        args: Vec<impl Into<Value>>,
     ) -> Result<R, StateError> {
+        let args = args.into_iter().map(Into::into).collect();
         // Taken before `run` starts its clock, so it falls before run's end.
         let give_up = Instant::now() + self.command_timeout;
         // Every step goes to the node that holds the keys (Redis Cluster).
@@ -329,17 +399,22 @@ impl Redis {
         &self,
         script: &Script,
         keys: Vec<String>,
-        mut args: Vec<String>,
+        mut args: Vec<Value>,
         give_up: Instant,
         node: ClusterHash,
     ) -> Result<R, FredError> {
         if script.deadline {
-            args.push(self.redis_deadline(give_up, &node).await?.to_string());
+            args.push(
+                self.redis_deadline(give_up, &node)
+                    .await?
+                    .to_string()
+                    .into(),
+            );
         }
-        let mut call = Vec::with_capacity(2 + keys.len() + args.len());
-        call.push(script.sha1.clone());
-        call.push(keys.len().to_string());
-        call.extend(keys);
+        let mut call: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
+        call.push(script.sha1.clone().into());
+        call.push(keys.len().to_string().into());
+        call.extend(keys.into_iter().map(Value::from));
         call.extend(args);
         let evalsha = || CustomCommand::new_static("EVALSHA", node.clone(), false);
         let first = self

@@ -17,6 +17,9 @@
 //! `buffer_ttl`, and a stream nobody appends to for `buffer_ttl` disappears
 //! (every append pushes the expiry of all its keys).
 
+pub mod memory;
+pub mod redis;
+
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -24,7 +27,14 @@ use bytes::Bytes;
 use rhizome_proto::records::StreamMeta;
 use tokio::sync::broadcast;
 
+pub use super::redis::StateError;
 pub use super::sessions::StoreFuture;
+pub use memory::MemoryReplayStore;
+pub use redis::RedisReplayStore;
+
+/// Lost ranges kept per stream, the newest; a resume needing an older one is
+/// beyond retention anyway.
+pub const MAX_LOST_RANGES: usize = 64;
 
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +144,12 @@ pub trait ReplayStore: Send + Sync + Debug {
     fn release<'a>(&'a self, stream: &'a str, lease: &'a ProducerLease) -> StoreFuture<'a, ()>;
     /// Appends `events` (consecutive, continuing the stream's `last_seq`)
     /// under `lease`, trims by `retention`, pushes the expiry, and wakes
-    /// readers. One round trip however many events.
+    /// readers. One round trip however many events. Events at or below
+    /// `last_seq` are skipped, so retrying a batch whose first attempt acted
+    /// but reported a failure stores nothing twice; a batch that is not
+    /// consecutive or leaves a hole after `last_seq` is a
+    /// [`StateError::Protocol`]. An epoch older than the stream's is
+    /// `Fenced`; a newer one (the stream was recreated) is `Gone`.
     fn append<'a>(
         &'a self,
         stream: &'a str,
@@ -143,7 +158,11 @@ pub trait ReplayStore: Send + Sync + Debug {
         retention: Retention,
     ) -> StoreFuture<'a, Appended>;
     /// Records that events `from..=to` were produced but not stored (shared
-    /// state failed meanwhile), so a resume that needs them gets a gap.
+    /// state failed meanwhile), so a resume that needs them gets a gap; the
+    /// stream's `last_seq` becomes `to`. Like `append`, the part at or below
+    /// `last_seq` is skipped (it was stored after all), and a hole after
+    /// `last_seq` or `to < from` is a [`StateError::Protocol`]. At most
+    /// [`MAX_LOST_RANGES`] ranges are kept (adjacent ones merge).
     fn mark_lost<'a>(
         &'a self,
         stream: &'a str,
@@ -161,6 +180,49 @@ pub trait ReplayStore: Send + Sync + Debug {
     /// Wake-up hints: the id of each stream something was appended to.
     /// Hints may be lost (pub/sub is at most once): readers also poll.
     fn wakeups(&self) -> broadcast::Receiver<String>;
-    /// A page of streams with a live producer, for the admin API.
+    /// A page of about `limit` streams with a live producer, for the admin
+    /// API. A stream may appear on two pages (its lease moved meanwhile);
+    /// one live for the whole listing is never skipped.
     fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, StreamPage>;
+}
+
+/// Checks that `events` is non-empty and consecutive (both stores refuse
+/// anything else before touching state).
+pub(crate) fn check_batch(events: &[StoredEvent]) -> Result<(), StateError> {
+    let Some(first) = events.first() else {
+        return Err(StateError::Protocol("append: no events".into()));
+    };
+    if first.seq == 0 {
+        return Err(StateError::Protocol("append: seq starts at 1".into()));
+    }
+    for (i, pair) in events.windows(2).enumerate() {
+        if pair[1].seq != pair[0].seq.saturating_add(1) {
+            return Err(StateError::Protocol(format!(
+                "append: event {} has seq {} after {}",
+                i + 1,
+                pair[1].seq,
+                pair[0].seq
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error of a batch or lost range that does not continue `last_seq`.
+pub(crate) fn hole(what: &str, first: u64, last_seq: u64) -> StateError {
+    StateError::Protocol(format!(
+        "{what}: seq {first} does not continue the stream's last seq {last_seq}"
+    ))
+}
+
+/// Adds `from..=to` to `lost`, merging with the newest range when adjacent
+/// and keeping the newest [`MAX_LOST_RANGES`].
+pub(crate) fn add_lost(lost: &mut Vec<(u64, u64)>, from: u64, to: u64) {
+    match lost.last_mut() {
+        Some(last) if last.1.saturating_add(1) == from => last.1 = to,
+        _ => lost.push((from, to)),
+    }
+    if lost.len() > MAX_LOST_RANGES {
+        lost.drain(..lost.len() - MAX_LOST_RANGES);
+    }
 }
