@@ -24,13 +24,23 @@ const REPLAY_20_EVENTS: &str =
 const REPLAY_SHORT_TTL: &str = "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"\nbuffer_events = 50\nbuffer_ttl = \"3s\"";
 
 /// Opens `path` on `node` as the test client, optionally resuming.
-async fn open(node: &Node, path: &str, key: &str, last_id: Option<&str>) -> (u16, Reader, Option<String>) {
+async fn open(
+    node: &Node,
+    path: &str,
+    key: &str,
+    last_id: Option<&str>,
+) -> (u16, Reader, Option<String>) {
     let auth = format!("Bearer {key}");
-    let mut h = vec![("authorization", auth.as_str()), ("accept", "text/event-stream")];
+    let mut h = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "text/event-stream"),
+    ];
     if let Some(id) = last_id {
         h.push(("last-event-id", id));
     }
-    let resp = Client::new().open(Method::GET, &node.url(path), &h, "").await;
+    let resp = Client::new()
+        .open(Method::GET, &node.url(path), &h, "")
+        .await;
     let status = resp.status().as_u16();
     let gap_header = resp
         .headers()
@@ -70,8 +80,11 @@ async fn embedded_default_drop_and_reconnect_loses_nothing() {
         sse: REPLAY,
         ..Tuning::default()
     };
-    let fixture::World { env, mock: _m, node } =
-        fixture::world("replay_embedded", &[], &tuning).await;
+    let fixture::World {
+        env,
+        mock: _m,
+        node,
+    } = fixture::world("replay_embedded", &[], &tuning).await;
     let key = client_key();
     let path = "/e/sse?count=30&interval_ms=20";
     let (status, mut first, _) = open(&node, path, &key, None).await;
@@ -79,7 +92,10 @@ async fn embedded_default_drop_and_reconnect_loses_nothing() {
     let seen = take(&mut first, 10).await;
     assert_exactly(&seen, 1, 10);
     let last = seen[9].id.clone().expect("rhizome id");
-    assert!(last.starts_with("v1."), "Rhizome's own id, not upstream's: {last}");
+    assert!(
+        last.starts_with("v1."),
+        "Rhizome's own id, not upstream's: {last}"
+    );
     drop(first);
     let (status, mut again, gap) = open(&node, path, &key, Some(&last)).await;
     assert_eq!(status, 200);
@@ -141,8 +157,11 @@ async fn history_older_than_the_buffer_is_a_gap_not_a_partial_replay() {
         sse: REPLAY_20_EVENTS,
         ..Tuning::default()
     };
-    let fixture::World { env, mock: _m, node } =
-        fixture::world("replay_s4", &[], &tuning).await;
+    let fixture::World {
+        env,
+        mock: _m,
+        node,
+    } = fixture::world("replay_s4", &[], &tuning).await;
     let key = client_key();
     let path = "/e/sse?count=100&interval_ms=1";
     let (_, mut first, _) = open(&node, path, &key, None).await;
@@ -153,13 +172,23 @@ async fn history_older_than_the_buffer_is_a_gap_not_a_partial_replay() {
     assert_eq!(status, 200);
     assert_eq!(gap.as_deref(), Some("earliest"));
     let got = again.rest(WAIT).await;
-    assert_eq!(got.len(), 1, "the gap signal and nothing replayed in part: {got:?}");
+    assert_eq!(
+        got.len(),
+        1,
+        "the gap signal and nothing replayed in part: {got:?}"
+    );
     assert_eq!(got[0].event.as_deref(), Some("rhizome-gap"));
     let info: serde_json::Value = serde_json::from_str(&got[0].data).expect("json");
     assert_eq!(info["requested"], old.as_str());
     assert_eq!(info["reason"], "expired");
-    assert!(info["oldest"].as_str().is_some_and(|o| o.starts_with("v1.")));
-    assert!(node.metric(r#"rhizome_sse_gaps_total{reason="expired"}"#).await >= Some(1.0));
+    assert!(info["oldest"]
+        .as_str()
+        .is_some_and(|o| o.starts_with("v1.")));
+    assert!(
+        node.metric(r#"rhizome_sse_gaps_total{reason="expired"}"#)
+            .await
+            >= Some(1.0)
+    );
     env.assert_logs_clean();
 }
 
@@ -169,8 +198,11 @@ async fn ids_are_bound_to_their_client_and_cannot_be_forged() {
         sse: REPLAY,
         ..Tuning::default()
     };
-    let fixture::World { env, mock: _m, node } =
-        fixture::world("replay_s5", &[], &tuning).await;
+    let fixture::World {
+        env,
+        mock: _m,
+        node,
+    } = fixture::world("replay_s5", &[], &tuning).await;
     let key = client_key();
     let path = "/e/sse?count=5&interval_ms=1";
     let (_, mut first, _) = open(&node, path, &key, None).await;
@@ -200,7 +232,11 @@ async fn wait_stream_keys_gone(redis: &rhizome_tests::harness::redis::RedisServe
 #[tokio::test]
 async fn buffers_are_bounded_and_an_idle_stream_expires() {
     let fixture::Cluster {
-        env, redis, nodes, ..
+        env,
+        redis,
+        mock: _m,
+        nodes,
+        ..
     } = fixture::cluster(
         "replay_retention",
         &[],
@@ -216,9 +252,17 @@ async fn buffers_are_bounded_and_an_idle_stream_expires() {
     let all = first.rest(WAIT).await;
     assert_exactly(&all, 1, 150);
     let keys = redis.cli(&["KEYS", "rz:sse:*:log"]);
-    let log = keys.lines().next().expect("a replay log").trim().to_string();
+    let log = keys
+        .lines()
+        .next()
+        .expect("a replay log")
+        .trim()
+        .to_string();
     let len: u64 = redis.cli(&["XLEN", &log]).trim().parse().expect("XLEN");
-    assert!(len <= 50 + 100, "XLEN {len} after 150 events with buffer_events = 50");
+    assert!(
+        len <= 50 + 100,
+        "XLEN {len} after 150 events with buffer_events = 50"
+    );
     assert!(len >= 50, "XLEN {len}: the last 50 are kept");
     wait_stream_keys_gone(&redis).await;
     env.assert_logs_clean();
@@ -250,7 +294,10 @@ async fn redis_frozen_mid_stream_keeps_it_live_and_a_resume_into_the_outage_is_a
     redis.pause();
     let started = Instant::now();
     let during = take(&mut live, 40).await;
-    assert!(started.elapsed() < Duration::from_secs(4), "the live stream kept flowing");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the live stream kept flowing"
+    );
     redis.resume();
     let after = live.rest(WAIT).await;
     let mut all = before;

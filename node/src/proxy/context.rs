@@ -88,6 +88,10 @@ impl RequestCtx {
     /// What a recorded stream of this request needs: who, where, and how
     /// to reopen it; `None` for anonymous requests.
     pub fn opening(&self) -> Option<Opening> {
+        if matches!(self.session, Session::Stateless) {
+            // MCP 2026-07-28: no resumability; a disconnect cancels.
+            return None;
+        }
         Some(Opening {
             client: self.client_name()?,
             route: self.route.as_ref()?.name.clone(),

@@ -11,10 +11,10 @@ use hyper::body::Incoming;
 use super::body::IdleTimeout;
 use super::{Proxy, RequestCtx};
 use crate::routing::Route;
-use rhizome_proto::config::DisconnectPolicy;
 use crate::sse::relay::{relay, RelayOptions};
 use crate::upstream::headers;
 use crate::BoxBody;
+use rhizome_proto::config::DisconnectPolicy;
 
 impl Proxy {
     /// Phase `respond`: hop-by-hop headers out; SSE goes through the relay,

@@ -56,6 +56,8 @@ pub struct Appender {
     pub stream: StreamId,
     /// The producer's lease.
     pub lease: ProducerLease,
+    /// This node (the lease names its holder).
+    pub node: String,
     /// Its length; renewed every third of it.
     pub lease_ttl: Duration,
     /// Retention of the stream.
@@ -190,15 +192,15 @@ pub fn fields_without_id(raw: &[u8]) -> Bytes {
     out.freeze()
 }
 
-async fn run_appender(a: Appender, mut rx: mpsc::Receiver<Item>, stop: CancellationToken) {
+async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: CancellationToken) {
     let mut renew = tokio::time::interval(a.lease_ttl / 3);
     renew.tick().await;
     let mut lost: Option<(u64, u64)> = None;
     loop {
         tokio::select! {
             _ = renew.tick() => {
-                if let Ok(false) = a.store.renew(a.stream.as_str(), &a.lease, a.lease_ttl).await {
-                    tracing::warn!(stream = %a.stream, "producer lease lost; stopping");
+                if !keep_lease(&mut a).await {
+                    tracing::warn!(stream = %a.stream, "another producer took the stream; stopping");
                     stop.cancel();
                     break;
                 }
@@ -221,9 +223,31 @@ async fn run_appender(a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cancellat
         }
     }
     if let Some((from, to)) = lost {
-        let _ = a.store.mark_lost(a.stream.as_str(), &a.lease, from, to).await;
+        let _ = a
+            .store
+            .mark_lost(a.stream.as_str(), &a.lease, from, to)
+            .await;
     }
     let _ = a.store.release(a.stream.as_str(), &a.lease).await;
+}
+
+/// Renews the producer lease. One that lapsed while shared state was
+/// unreachable is taken again if nobody else took it (the live stream goes
+/// on); false when another producer holds the stream.
+async fn keep_lease(a: &mut Appender) -> bool {
+    let stream = a.stream.as_str();
+    match a.store.renew(stream, &a.lease, a.lease_ttl).await {
+        Ok(true) | Err(_) => true,
+        Ok(false) => match a.store.acquire(stream, &a.node, a.lease_ttl).await {
+            Ok(Some(lease)) => {
+                tracing::info!(stream = %a.stream, epoch = lease.epoch, "producer lease lapsed during an outage; taken again");
+                a.lease = lease;
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        },
+    }
 }
 
 fn absorb(item: Item, batch: &mut Vec<StoredEvent>, lost: &mut Option<(u64, u64)>) {

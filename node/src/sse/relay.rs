@@ -347,7 +347,7 @@ mod tests {
         // Shutdown.
         let (_up, body) = upstream();
         let stop = CancellationToken::new();
-        let (mut client, end) = relay(body, opts(), stop.clone());
+        let (mut client, end) = relay(body, opts(), None, stop.clone());
         stop.cancel();
         assert!(client.frame().await.is_none());
         assert_eq!(end.outcome(), Some("shutdown"));

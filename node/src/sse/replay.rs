@@ -106,9 +106,15 @@ impl Replay {
             store: self.store.clone(),
             stream,
             lease,
+            node: self.node_id.clone(),
             lease_ttl: sse.producer_lease,
             retention,
         };
-        Ok(Recorder::start(codec, 0, appender, CancellationToken::new()))
+        Ok(Recorder::start(
+            codec,
+            0,
+            appender,
+            CancellationToken::new(),
+        ))
     }
 }

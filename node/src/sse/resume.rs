@@ -99,7 +99,10 @@ pub async fn resume(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if gap.is_some() {
-        headers.insert("rhizome-last-event-id", HeaderValue::from_static("earliest"));
+        headers.insert(
+            "rhizome-last-event-id",
+            HeaderValue::from_static("earliest"),
+        );
     }
     *resp.status_mut() = StatusCode::OK;
     let reader = Reader {
