@@ -31,6 +31,8 @@ const BATCH: usize = 256;
 enum Item {
     Event(StoredEvent),
     Lost(u64, u64),
+    /// The upstream ended the stream.
+    Finished,
 }
 
 /// Numbers, rewrites and queues the events of one produced stream.
@@ -45,6 +47,9 @@ pub struct Recorder {
     unqueued: Option<(u64, u64)>,
     /// Cancelled when this producer must stop (fenced out, lease lost).
     stop: CancellationToken,
+    /// Upstream ids already stored: a reopened upstream that sends them
+    /// again is not recorded twice.
+    seen: std::collections::HashSet<String>,
 }
 
 /// Everything the appender task needs.
@@ -83,9 +88,17 @@ impl Recorder {
             queue,
             unqueued: None,
             stop: stop.clone(),
+            seen: std::collections::HashSet::new(),
         };
         tokio::spawn(run_appender(appender, rx, stop));
         recorder
+    }
+
+    /// Skips events whose upstream id is one of `ids` (a takeover's reopened
+    /// upstream may send again what the dead producer stored).
+    pub fn skip_upstream_ids(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.seen.extend(ids);
+        self
     }
 
     /// True once this producer must stop producing.
@@ -98,6 +111,9 @@ impl Recorder {
     /// block without data (comments, `retry`) is passed on without an id and
     /// not stored.
     pub fn record(&mut self, event: &SseEvent, out: &mut BytesMut) {
+        if event.id.as_ref().is_some_and(|id| self.seen.contains(id)) {
+            return;
+        }
         let fields = fields_without_id(&event.raw);
         if event.data.is_none() {
             if !fields.is_empty() {
@@ -136,6 +152,17 @@ impl Recorder {
             let from = self.unqueued.map_or(seq, |(from, _)| from);
             self.unqueued = Some((from, seq));
         }
+    }
+}
+
+impl Recorder {
+    /// The upstream ended the stream: once everything queued is stored, the
+    /// stream is marked finished (readers end; nobody takes it over).
+    pub async fn finish(mut self) {
+        if let Some((from, to)) = self.unqueued.take() {
+            let _ = self.queue.send(Item::Lost(from, to)).await;
+        }
+        let _ = self.queue.send(Item::Finished).await;
     }
 }
 
@@ -196,6 +223,7 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
     let mut renew = tokio::time::interval(a.lease_ttl / 3);
     renew.tick().await;
     let mut lost: Option<(u64, u64)> = None;
+    let mut finished = false;
     loop {
         tokio::select! {
             _ = renew.tick() => {
@@ -208,10 +236,10 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
             item = rx.recv() => {
                 let Some(item) = item else { break };
                 let mut batch = Vec::new();
-                absorb(item, &mut batch, &mut lost);
+                finished |= absorb(item, &mut batch, &mut lost);
                 while batch.len() < BATCH {
                     match rx.try_recv() {
-                        Ok(item) => absorb(item, &mut batch, &mut lost),
+                        Ok(item) => finished |= absorb(item, &mut batch, &mut lost),
                         Err(_) => break,
                     }
                 }
@@ -228,7 +256,7 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
             .mark_lost(a.stream.as_str(), &a.lease, from, to)
             .await;
     }
-    let _ = a.store.release(a.stream.as_str(), &a.lease).await;
+    let _ = a.store.release(a.stream.as_str(), &a.lease, finished).await;
 }
 
 /// Renews the producer lease. One that lapsed while shared state was
@@ -250,11 +278,14 @@ async fn keep_lease(a: &mut Appender) -> bool {
     }
 }
 
-fn absorb(item: Item, batch: &mut Vec<StoredEvent>, lost: &mut Option<(u64, u64)>) {
+/// Adds `item` to what the next store call carries; true for `Finished`.
+fn absorb(item: Item, batch: &mut Vec<StoredEvent>, lost: &mut Option<(u64, u64)>) -> bool {
     match item {
         Item::Event(e) => batch.push(e),
         Item::Lost(from, to) => extend(lost, from, to),
+        Item::Finished => return true,
     }
+    false
 }
 
 fn extend(lost: &mut Option<(u64, u64)>, from: u64, to: u64) {

@@ -70,6 +70,27 @@ pub fn relay(
     (ChannelBody { rx }.boxed(), end)
 }
 
+/// Relays `upstream` into an existing client channel and returns when the
+/// stream ends (a stream taken over by the node its client resumed on).
+pub async fn relay_into(
+    upstream: BoxBody,
+    tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+    opts: RelayOptions,
+    recorder: Recorder,
+    shutdown: CancellationToken,
+) -> StreamEnd {
+    let end = StreamEnd::default();
+    let task = Pump {
+        tx,
+        opts,
+        recorder: Some(recorder),
+        shutdown,
+        outcome: end.clone(),
+    };
+    task.run(upstream).await;
+    end
+}
+
 /// How a relayed stream ended, as the access log's `outcome` names it. Set by
 /// the relay task before it closes the client's body, so whoever sees the
 /// body end also sees the reason.
@@ -140,6 +161,9 @@ impl Pump {
 
     async fn run(mut self, upstream: BoxBody) {
         let end = self.relay(upstream).await;
+        if let (End::UpstreamFinished, Some(recorder)) = (end, self.recorder.take()) {
+            recorder.finish().await;
+        }
         // Before `tx` drops: the client's body ends only after the reason is set.
         self.outcome.set(end);
         tracing::debug!(request_id = %self.opts.request_id, route = %self.opts.route, outcome = end.as_str(), "sse stream ended");

@@ -38,6 +38,8 @@ struct Stream {
     lost: Vec<(u64, u64)>,
     epoch: u64,
     lease: Option<Held>,
+    /// The upstream ended it.
+    finished: bool,
     /// The stream disappears at this instant unless appended to.
     expires: Instant,
     /// Last create or append (eviction picks the smallest).
@@ -58,6 +60,7 @@ impl Stream {
             lost: self.lost.clone(),
             epoch: self.epoch,
             producer: self.producer(now).map(|h| h.node.clone()),
+            finished: self.finished,
         }
     }
 
@@ -166,6 +169,7 @@ impl ReplayStore for MemoryReplayStore {
                 lost: Vec::new(),
                 epoch: 0,
                 lease: None,
+                finished: false,
                 expires: now + retention.ttl,
                 touched: now,
             },
@@ -218,10 +222,16 @@ impl ReplayStore for MemoryReplayStore {
         ready(Ok(renewed.unwrap_or(false)))
     }
 
-    fn release<'a>(&'a self, stream: &'a str, lease: &'a ProducerLease) -> StoreFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        stream: &'a str,
+        lease: &'a ProducerLease,
+        finished: bool,
+    ) -> StoreFuture<'a, ()> {
         self.with_live(stream, |s, _| {
             if s.lease.as_ref().is_some_and(|h| h.owner == lease.owner) {
                 s.lease = None;
+                s.finished |= finished;
             }
         });
         ready(Ok(()))
@@ -445,7 +455,7 @@ mod tests {
             .append("s", &b, &batch(3..=3, b.epoch), retention(100))
             .await;
         assert_eq!(fresh.expect("append"), Appended::Stored(3));
-        store.release("s", &a).await.expect("release");
+        store.release("s", &a, false).await.expect("release");
         assert!(
             store.renew("s", &b, TTL).await.expect("renew"),
             "a released nothing of b's"

@@ -69,6 +69,9 @@ pub struct StreamState {
     pub epoch: u64,
     /// Node holding the producer lease, while it is held.
     pub producer: Option<String>,
+    /// The upstream ended the stream: nothing more will be produced, and a
+    /// lapsed lease is not a dead producer to take over from.
+    pub finished: bool,
 }
 
 /// A held producer lease.
@@ -140,8 +143,14 @@ pub trait ReplayStore: Send + Sync + Debug {
         lease: &'a ProducerLease,
         ttl: Duration,
     ) -> StoreFuture<'a, bool>;
-    /// Gives up a held lease (best effort; it also expires).
-    fn release<'a>(&'a self, stream: &'a str, lease: &'a ProducerLease) -> StoreFuture<'a, ()>;
+    /// Gives up a held lease (best effort; it also expires); with
+    /// `finished`, the upstream ended the stream.
+    fn release<'a>(
+        &'a self,
+        stream: &'a str,
+        lease: &'a ProducerLease,
+        finished: bool,
+    ) -> StoreFuture<'a, ()>;
     /// Appends `events` (consecutive, continuing the stream's `last_seq`)
     /// under `lease`, trims by `retention`, pushes the expiry, and wakes
     /// readers. One round trip however many events. Events at or below

@@ -52,14 +52,14 @@ return 1";
 /// The meta fields, the producer while the lease lives, the oldest entry id.
 /// KEYS: meta, lease, log.
 const STATE: &str = r"
-local h = redis.call('HMGET', KEYS[1], 'meta', 'last_seq', 'last_uid', 'lost', 'epoch', 'producer')
+local h = redis.call('HMGET', KEYS[1], 'meta', 'last_seq', 'last_uid', 'lost', 'epoch', 'producer', 'finished')
 if not h[1] then return false end
 local producer = ''
 if redis.call('EXISTS', KEYS[2]) == 1 then producer = h[6] or '' end
 local oldest = ''
 local first = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)
 if #first > 0 then oldest = first[1][1] end
-return {h[1], h[2] or '0', h[3] or '', h[4] or '', h[5] or '0', producer, oldest}";
+return {h[1], h[2] or '0', h[3] or '', h[4] or '', h[5] or '0', producer, oldest, h[7] or '0'}";
 
 /// Takes the lease and the next epoch: -1 while held, -2 when the stream is
 /// gone. KEYS: meta, lease. ARGV: owner, ttl ms, node.
@@ -81,10 +81,14 @@ end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1";
 
-/// Releases the lease only if this owner still holds it. KEYS: lease. ARGV: owner.
+/// Releases the lease only if this owner still holds it, marking the stream
+/// finished when ARGV[2] is '1'. KEYS: lease, meta. ARGV: owner, finished.
 const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0";
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'finished', '1')
+end
+return redis.call('DEL', KEYS[1])";
 
 /// Updates [`SSE_ACTIVE`]: drops a bounded batch of expired entries, then
 /// adds the stream for ttl ms, or removes it when ttl is 0.
@@ -320,7 +324,8 @@ impl RedisReplayStore {
             return Ok(None);
         }
         let fields = reply.into_array();
-        let [meta, last_seq, last_uid, lost, epoch, producer, oldest] = fields.as_slice() else {
+        let [meta, last_seq, last_uid, lost, epoch, producer, oldest, finished] = fields.as_slice()
+        else {
             return Err(bad("state"));
         };
         let meta = match codec::decode::<StreamMeta>(meta.as_bytes().unwrap_or_default()) {
@@ -342,6 +347,7 @@ impl RedisReplayStore {
             lost: parse_lost(&text(lost)),
             epoch: num(epoch)?,
             producer: Some(text(producer)).filter(|p| !p.is_empty()),
+            finished: text(finished) == "1",
         }))
     }
 }
@@ -483,15 +489,20 @@ impl ReplayStore for RedisReplayStore {
         })
     }
 
-    fn release<'a>(&'a self, stream: &'a str, lease: &'a ProducerLease) -> StoreFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        stream: &'a str,
+        lease: &'a ProducerLease,
+        finished: bool,
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let released: i64 = self
                 .redis
                 .eval(
                     "sse_release",
                     &self.release,
-                    vec![sse_lease_key(stream)],
-                    vec![lease.owner.clone()],
+                    vec![sse_lease_key(stream), sse_meta_key(stream)],
+                    vec![lease.owner.clone(), if finished { "1" } else { "0" }.to_string()],
                 )
                 .await?;
             if released == 1 {
