@@ -157,6 +157,8 @@ pub struct Redis {
     reached: AtomicBool,
     /// Set once the event subscription is up and caches were resynced.
     subscribed: AtomicBool,
+    /// Set once the hint connection subscribed to [`SSE_WAKE`].
+    hinted: AtomicBool,
     last_probe_ms: AtomicU64,
     started: Instant,
     /// Counts returns from an outage: caches and kept tokens resync then.
@@ -211,6 +213,7 @@ impl Redis {
             down: AtomicBool::new(false),
             reached: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
+            hinted: AtomicBool::new(false),
             last_probe_ms: AtomicU64::new(0),
             started: Instant::now(),
             recoveries: tokio::sync::watch::channel(0).0,
@@ -260,7 +263,10 @@ impl Redis {
                 r = self.hints.subscribe(SSE_WAKE) => r,
             };
             match subscribed {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.hinted.store(true, Ordering::Release);
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e.details(), "subscribing to SSE wake-ups failed; retrying")
                 }
@@ -329,9 +335,11 @@ impl Redis {
         Ok(self.client_for(left))
     }
 
-    /// True once Redis has answered and the event subscription is up.
+    /// True once Redis has answered and both subscriptions are up.
     pub fn reached(&self) -> bool {
-        self.reached.load(Ordering::Acquire) && self.subscribed.load(Ordering::Acquire)
+        self.reached.load(Ordering::Acquire)
+            && self.subscribed.load(Ordering::Acquire)
+            && self.hinted.load(Ordering::Acquire)
     }
 
     /// Records that the event subscription is up (readiness gate).

@@ -31,8 +31,7 @@ struct Held {
 #[derive(Debug)]
 struct Stream {
     meta: StreamMeta,
-    /// Each event with the instant it was appended (age trimming).
-    events: VecDeque<(StoredEvent, Instant)>,
+    events: VecDeque<StoredEvent>,
     last_seq: u64,
     last_upstream_id: Option<String>,
     lost: Vec<(u64, u64)>,
@@ -55,7 +54,7 @@ impl Stream {
         StreamState {
             meta: self.meta.clone(),
             last_seq: self.last_seq,
-            oldest_seq: self.events.front().map(|(e, _)| e.seq),
+            oldest_seq: self.events.front().map(|e| e.seq),
             last_upstream_id: self.last_upstream_id.clone(),
             lost: self.lost.clone(),
             epoch: self.epoch,
@@ -73,15 +72,18 @@ impl Stream {
         }
     }
 
-    fn trim(&mut self, retention: Retention, now: Instant) {
+    /// Trims to `max_events`, and drops events whose `at_ms` is more than
+    /// `ttl` before `now_ms`.
+    fn trim(&mut self, retention: Retention, now_ms: u64) {
         let max = usize::try_from(retention.max_events).unwrap_or(usize::MAX);
         while self.events.len() > max {
             self.events.pop_front();
         }
+        let ttl = u64::try_from(retention.ttl.as_millis()).unwrap_or(u64::MAX);
         while self
             .events
             .front()
-            .is_some_and(|(_, at)| *at + retention.ttl <= now)
+            .is_some_and(|e| e.at_ms.saturating_add(ttl) < now_ms)
         {
             self.events.pop_front();
         }
@@ -93,6 +95,10 @@ impl Stream {
 pub struct MemoryReplayStore {
     max_streams: usize,
     id_key: [u8; 32],
+    /// Unix ms at `started`: the store's clock (age trimming) is Unix time
+    /// advancing with tokio's clock, so tests can pause it.
+    unix_at_start: u64,
+    started: Instant,
     streams: Mutex<BTreeMap<String, Stream>>,
     wakes: broadcast::Sender<String>,
 }
@@ -103,9 +109,17 @@ impl MemoryReplayStore {
         MemoryReplayStore {
             max_streams: max_streams.max(1),
             id_key: rand::random(),
+            unix_at_start: crate::credentials::source::unix_ms(),
+            started: Instant::now(),
             streams: Mutex::new(BTreeMap::new()),
             wakes: broadcast::channel(WAKE_CAPACITY).0,
         }
+    }
+
+    /// The store's clock, Unix ms: what `at_ms` is compared with.
+    pub fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.unix_at_start.saturating_add(elapsed)
     }
 
     /// Runs `f` on the live stream `stream` (an expired one is dropped first).
@@ -263,9 +277,9 @@ impl ReplayStore for MemoryReplayStore {
                     s.last_upstream_id.clone_from(&event.upstream_id);
                 }
                 s.last_seq = event.seq;
-                s.events.push_back((event.clone(), now));
+                s.events.push_back(event.clone());
             }
-            s.trim(retention, now);
+            s.trim(retention, self.now_ms());
             s.expires = now + retention.ttl;
             s.touched = now;
             Ok(Appended::Stored(s.last_seq))
@@ -320,12 +334,8 @@ impl ReplayStore for MemoryReplayStore {
     ) -> StoreFuture<'a, Vec<StoredEvent>> {
         let events = self.with_live(stream, |s, _| {
             // Seqs grow (with holes where events were lost): binary search.
-            let start = s.events.partition_point(|(e, _)| e.seq <= after);
-            s.events
-                .range(start..)
-                .take(limit)
-                .map(|(e, _)| e.clone())
-                .collect()
+            let start = s.events.partition_point(|e| e.seq <= after);
+            s.events.range(start..).take(limit).cloned().collect()
         });
         ready(Ok(events.unwrap_or_default()))
     }
@@ -385,18 +395,23 @@ mod tests {
         }
     }
 
-    fn event(seq: u64, epoch: u64) -> StoredEvent {
+    fn event(seq: u64, epoch: u64, at_ms: u64) -> StoredEvent {
         StoredEvent {
             seq,
             epoch,
             upstream_id: Some(format!("u{seq}")),
             fields: Bytes::from(format!("data: {seq}")),
-            at_ms: seq,
+            at_ms,
         }
     }
 
-    fn batch(seqs: std::ops::RangeInclusive<u64>, epoch: u64) -> Vec<StoredEvent> {
-        seqs.map(|s| event(s, epoch)).collect()
+    /// Events `seqs`, stamped now on the store's clock.
+    fn batch(
+        store: &MemoryReplayStore,
+        seqs: std::ops::RangeInclusive<u64>,
+        epoch: u64,
+    ) -> Vec<StoredEvent> {
+        seqs.map(|s| event(s, epoch, store.now_ms())).collect()
     }
 
     async fn stream(store: &MemoryReplayStore, id: &str) {
@@ -425,7 +440,7 @@ mod tests {
             .expect("acquire")
             .is_none());
         let appended = store
-            .append("s", &a, &batch(1..=2, a.epoch), retention(100))
+            .append("s", &a, &batch(&store, 1..=2, a.epoch), retention(100))
             .await;
         assert_eq!(appended.expect("append"), Appended::Stored(2));
 
@@ -441,7 +456,7 @@ mod tests {
             "a lost it"
         );
         let stale = store
-            .append("s", &a, &batch(3..=3, a.epoch), retention(100))
+            .append("s", &a, &batch(&store, 3..=3, a.epoch), retention(100))
             .await;
         assert_eq!(stale.expect("append"), Appended::Fenced);
         assert_eq!(
@@ -452,7 +467,7 @@ mod tests {
         assert_eq!((state.epoch, state.last_seq), (b.epoch, 2));
         assert_eq!(state.producer.as_deref(), Some("b"));
         let fresh = store
-            .append("s", &b, &batch(3..=3, b.epoch), retention(100))
+            .append("s", &b, &batch(&store, 3..=3, b.epoch), retention(100))
             .await;
         assert_eq!(fresh.expect("append"), Appended::Stored(3));
         store.release("s", &a, false).await.expect("release");
@@ -472,7 +487,7 @@ mod tests {
             .expect("acquire")
             .expect("free");
         store
-            .append("s", &p, &batch(1..=12, p.epoch), retention(5))
+            .append("s", &p, &batch(&store, 1..=12, p.epoch), retention(5))
             .await
             .expect("append");
         let kept = store.read_after("s", 0, 100).await.expect("read");
@@ -480,12 +495,12 @@ mod tests {
 
         tokio::time::advance(Duration::from_secs(6)).await;
         store
-            .append("s", &p, &batch(13..=13, p.epoch), retention(5))
+            .append("s", &p, &batch(&store, 13..=13, p.epoch), retention(5))
             .await
             .expect("append");
         tokio::time::advance(Duration::from_secs(6)).await;
         store
-            .append("s", &p, &batch(14..=14, p.epoch), retention(5))
+            .append("s", &p, &batch(&store, 14..=14, p.epoch), retention(5))
             .await
             .expect("append");
         let state = store.state("s").await.expect("state").expect("live");
@@ -499,7 +514,7 @@ mod tests {
         assert_eq!(store.state("s").await.expect("state"), None);
         assert!(store.read_after("s", 0, 10).await.expect("read").is_empty());
         let gone = store
-            .append("s", &p, &batch(15..=15, p.epoch), retention(5))
+            .append("s", &p, &batch(&store, 15..=15, p.epoch), retention(5))
             .await;
         assert_eq!(gone.expect("append"), Appended::Gone);
     }
@@ -514,19 +529,19 @@ mod tests {
             .expect("acquire")
             .expect("free");
         store
-            .append("s", &p, &batch(1..=3, p.epoch), retention(100))
+            .append("s", &p, &batch(&store, 1..=3, p.epoch), retention(100))
             .await
             .expect("append");
         let hole = store
-            .append("s", &p, &batch(5..=6, p.epoch), retention(100))
+            .append("s", &p, &batch(&store, 5..=6, p.epoch), retention(100))
             .await;
         assert!(matches!(hole, Err(StateError::Protocol(_))), "{hole:?}");
-        let mut unordered = batch(4..=5, p.epoch);
+        let mut unordered = batch(&store, 4..=5, p.epoch);
         unordered.swap(0, 1);
         let bad = store.append("s", &p, &unordered, retention(100)).await;
         assert!(matches!(bad, Err(StateError::Protocol(_))), "{bad:?}");
         let retried = store
-            .append("s", &p, &batch(2..=5, p.epoch), retention(100))
+            .append("s", &p, &batch(&store, 2..=5, p.epoch), retention(100))
             .await;
         assert_eq!(retried.expect("append"), Appended::Stored(5));
         let all = store.read_after("s", 0, 100).await.expect("read");
@@ -547,7 +562,7 @@ mod tests {
             .expect("acquire")
             .expect("free");
         store
-            .append("s", &p, &batch(1..=2, p.epoch), retention(100))
+            .append("s", &p, &batch(&store, 1..=2, p.epoch), retention(100))
             .await
             .expect("append");
         assert_eq!(
@@ -560,7 +575,7 @@ mod tests {
         );
         assert!(store.mark_lost("s", &p, 9, 9).await.is_err(), "a hole");
         store
-            .append("s", &p, &batch(7..=7, p.epoch), retention(100))
+            .append("s", &p, &batch(&store, 7..=7, p.epoch), retention(100))
             .await
             .expect("append");
         let state = store.state("s").await.expect("state").expect("live");
@@ -572,7 +587,12 @@ mod tests {
         for n in 0..100 {
             let seq = 9 + 2 * n;
             store
-                .append("s", &p, &batch(seq - 1..=seq - 1, p.epoch), retention(100))
+                .append(
+                    "s",
+                    &p,
+                    &batch(&store, seq - 1..=seq - 1, p.epoch),
+                    retention(100),
+                )
                 .await
                 .expect("append");
             store.mark_lost("s", &p, seq, seq).await.expect("lost");
@@ -595,7 +615,7 @@ mod tests {
             .expect("acquire")
             .expect("free");
         store
-            .append("a", &p, &batch(1..=1, p.epoch), retention(10))
+            .append("a", &p, &batch(&store, 1..=1, p.epoch), retention(10))
             .await
             .expect("append");
         stream(&store, "c").await;

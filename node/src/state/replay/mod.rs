@@ -48,7 +48,9 @@ pub struct StoredEvent {
     /// The event's fields as upstream sent them, without `id` lines and
     /// without the blank line that ends it (the relay adds Rhizome's own id).
     pub fields: Bytes,
-    /// When it was appended, Unix milliseconds (age trimming).
+    /// When it was appended, Unix milliseconds, stamped by the producer:
+    /// age trimming compares it with the store's clock (Redis's own `TIME`;
+    /// in memory, Unix time advancing with tokio's clock).
     pub at_ms: u64,
 }
 
