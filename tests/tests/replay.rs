@@ -313,3 +313,143 @@ async fn redis_frozen_mid_stream_keeps_it_live_and_a_resume_into_the_outage_is_a
     assert_eq!(info["reason"], "lost");
     env.assert_logs_clean();
 }
+
+/// Three Redis-backed nodes with replay on.
+async fn replay_cluster(test: &str) -> fixture::Cluster {
+    fixture::cluster(
+        test,
+        &[],
+        3,
+        Tuning {
+            sse: REPLAY,
+            ..Tuning::default()
+        },
+    )
+    .await
+}
+
+/// S3: the node producing the stream is SIGKILLed after 40 events; the client
+/// reconnects elsewhere and another node takes the stream over.
+#[tokio::test]
+async fn a_killed_producer_is_taken_over_and_nothing_is_lost_or_repeated() {
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock: _m,
+        mut nodes,
+        ..
+    } = replay_cluster("replay_s3").await;
+    let key = client_key();
+    let path = "/e/sse?to=200&interval_ms=50&honour_last_event_id=1";
+    let (_, mut first, _) = open(&nodes[0], path, &key, None).await;
+    let seen = take(&mut first, 40).await;
+    let last = seen[39].id.clone().expect("id");
+    nodes[0].proc.signal("KILL");
+    drop(first);
+    let (status, mut again, _) = open(&nodes[1], path, &key, Some(&last)).await;
+    assert_eq!(status, 200);
+    let rest = again.rest(WAIT).await;
+    assert_exactly(&rest, 41, 200);
+    assert_eq!(
+        nodes[1]
+            .metric(r#"rhizome_sse_takeovers_total{route="e"}"#)
+            .await,
+        Some(1.0)
+    );
+    let _ = nodes.remove(0);
+    env.assert_logs_clean();
+}
+
+/// S3 for an upstream that sends no ids: every buffered event, then a gap.
+#[tokio::test]
+async fn a_killed_producer_of_an_upstream_without_ids_gives_its_buffer_then_a_gap() {
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock: _m,
+        nodes,
+        ..
+    } = replay_cluster("replay_s3_no_ids").await;
+    let key = client_key();
+    let path = "/e/sse?to=200&interval_ms=50&no_ids=1";
+    let (_, mut first, _) = open(&nodes[0], path, &key, None).await;
+    let seen = take(&mut first, 20).await;
+    let resume_from = seen[9].id.clone().expect("id");
+    // Let a few more be buffered, then kill the producer.
+    let more = take(&mut first, 5).await;
+    nodes[0].proc.signal("KILL");
+    drop(first);
+    let (_, mut again, _) = open(&nodes[1], path, &key, Some(&resume_from)).await;
+    let rest = again.rest(WAIT).await;
+    let (events, gap) = rest.split_at(rest.len() - 1);
+    let last_buffered = n(events.last().expect("buffered events"));
+    assert!(last_buffered >= n(&more[4]), "every buffered event");
+    assert_exactly(events, 11, last_buffered);
+    assert_eq!(gap[0].event.as_deref(), Some("rhizome-gap"));
+    let info: serde_json::Value = serde_json::from_str(&gap[0].data).expect("json");
+    assert_eq!(info["reason"], "producer_lost");
+    env.assert_logs_clean();
+}
+
+/// A producer paused past its lease (SIGSTOP), then resumed, cannot append
+/// after another node took the stream over.
+#[tokio::test]
+async fn a_paused_producer_cannot_append_after_the_takeover() {
+    let fixture::Cluster {
+        env,
+        redis,
+        mock: _m,
+        nodes,
+        ..
+    } = replay_cluster("replay_paused").await;
+    let key = client_key();
+    let path = "/e/sse?to=120&interval_ms=30&honour_last_event_id=1";
+    let (_, mut first, _) = open(&nodes[0], path, &key, None).await;
+    let seen = take(&mut first, 20).await;
+    let last = seen[19].id.clone().expect("id");
+    nodes[0].proc.signal("STOP");
+    let (_, mut again, _) = open(&nodes[1], path, &key, Some(&last)).await;
+    let rest = again.rest(Duration::from_secs(15)).await;
+    assert_exactly(&rest, 21, 120);
+    // Its client still connected, the old producer resumes where it stopped.
+    nodes[0].proc.signal("CONT");
+    // Whatever the resumed producer still had, the log has each event once, in order.
+    let keys = redis.cli(&["KEYS", "rz:sse:*:log"]);
+    let log = keys.lines().next().expect("log").trim().to_string();
+    // Resumed, it finds its lease taken (or its appends fenced) and stops.
+    rhizome_tests::harness::wait_for("the old producer to give up", WAIT, || async {
+        nodes[0]
+            .proc
+            .log_text()
+            .contains("producer superseded")
+            .then_some(())
+    })
+    .await;
+    let entries = redis.cli(&["XRANGE", &log, "-", "+"]);
+    let ids: Vec<u64> = entries
+        .lines()
+        .filter_map(|l| l.trim().strip_suffix("-0"))
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "seqs consecutive: {ids:?}"
+    );
+    let uids: Vec<&str> = entries
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "u")
+        .map(|w| w[1])
+        .collect();
+    let mut sorted = uids.clone();
+    sorted.sort_by_key(|u| u.parse::<u64>().unwrap_or(0));
+    sorted.dedup();
+    assert_eq!(
+        uids.len(),
+        sorted.len(),
+        "no upstream event twice: {uids:?}"
+    );
+    env.assert_logs_clean();
+}

@@ -222,7 +222,7 @@ async fn conformance(store: &dyn ReplayStore) {
         "{listed:?}"
     );
     assert!(store.renew(s, &first, LEASE).await.expect("renew"));
-    store.release(s, &first).await.expect("release");
+    store.release(s, &first, false).await.expect("release");
     assert!(
         !store.renew(s, &first, LEASE).await.expect("renew"),
         "released"
@@ -338,7 +338,7 @@ async fn a_resumed_old_producer_is_fenced_after_its_lease_expired_and_another_no
         a.mark_lost("s", &old, 3, 3).await.expect("lost"),
         Appended::Fenced
     );
-    a.release("s", &old).await.expect("release");
+    a.release("s", &old, false).await.expect("release");
     assert!(
         acquire(&a, "s", "a", LEASE).await.is_none(),
         "b still holds it"
@@ -379,7 +379,10 @@ async fn of_nodes_racing_for_a_stream_exactly_one_gets_the_lease() {
         assert_eq!(won.len(), 1, "round {round}: {won:?}");
         let state = nodes[1].state("s").await.expect("state").expect("exists");
         assert_eq!(state.epoch, won[0].epoch);
-        nodes[0].release("s", &won[0]).await.expect("release");
+        nodes[0]
+            .release("s", &won[0], false)
+            .await
+            .expect("release");
     }
     env.assert_logs_clean();
 }

@@ -81,6 +81,10 @@ fn describe() {
         "SSE events sent to resuming clients from replay buffers."
     );
     describe_counter!(
+        "rhizome_sse_takeovers_total",
+        "SSE streams taken over from a producer that died."
+    );
+    describe_counter!(
         "rhizome_sse_gaps_total",
         "Resumes whose history was incomplete, by reason (expired, lost)."
     );
@@ -178,6 +182,11 @@ pub fn sse_events(route: &str, n: u64) {
 /// Counts `n` events replayed to resuming clients of `route`.
 pub fn sse_replayed(route: &str, n: u64) {
     counter!("rhizome_sse_replayed_events_total", "route" => route.to_owned()).increment(n);
+}
+
+/// Counts a stream taken over from a dead producer.
+pub fn sse_takeover(route: &str) {
+    counter!("rhizome_sse_takeovers_total", "route" => route.to_owned()).increment(1);
 }
 
 /// Counts a resume that got a gap signal.

@@ -25,6 +25,7 @@ mod context;
 mod exchange;
 pub mod intent;
 mod mcp;
+mod reopen;
 mod respond;
 
 use std::net::SocketAddr;
@@ -257,6 +258,13 @@ impl Proxy {
             session: ctx.session.id().map(str::to_string),
             heartbeat: route.sse.heartbeat_interval,
             idle_timeout: route.sse.idle_timeout,
+            node: self.app.node_id.clone(),
+            sse: route.sse.clone(),
+            request_id: ctx.log.request_id.clone(),
+            reopen: Arc::new(reopen::Reopener {
+                proxy: self.clone(),
+                peer: ctx.peer,
+            }),
         };
         let replay = &self.app.replay;
         let codec = replay.codec().await?;

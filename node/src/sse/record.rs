@@ -50,6 +50,8 @@ pub struct Recorder {
     /// Upstream ids already stored: a reopened upstream that sends them
     /// again is not recorded twice.
     seen: std::collections::HashSet<String>,
+    /// Events up to this seq are stored but not written for the client.
+    quiet_until: u64,
 }
 
 /// Everything the appender task needs.
@@ -89,9 +91,18 @@ impl Recorder {
             unqueued: None,
             stop: stop.clone(),
             seen: std::collections::HashSet::new(),
+            quiet_until: 0,
         };
         tokio::spawn(run_appender(appender, rx, stop));
         recorder
+    }
+
+    /// Stores, but does not write for this client, events up to `seq`: it
+    /// already received them live from the producer that died before
+    /// storing them.
+    pub fn quiet_until(mut self, seq: u64) -> Self {
+        self.quiet_until = seq;
+        self
     }
 
     /// Skips events whose upstream id is one of `ids` (a takeover's reopened
@@ -129,7 +140,9 @@ impl Recorder {
             epoch: self.epoch,
             seq,
         };
-        write_event(out, &self.codec.encode(&pos), &fields);
+        if seq > self.quiet_until {
+            write_event(out, &self.codec.encode(&pos), &fields);
+        }
         let stored = StoredEvent {
             seq,
             epoch: self.epoch,
@@ -228,7 +241,7 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
         tokio::select! {
             _ = renew.tick() => {
                 if !keep_lease(&mut a).await {
-                    tracing::warn!(stream = %a.stream, "another producer took the stream; stopping");
+                    tracing::warn!(stream = %a.stream, why = "lease held by another node", "producer superseded; stopping");
                     stop.cancel();
                     break;
                 }
@@ -260,21 +273,34 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
 }
 
 /// Renews the producer lease. One that lapsed while shared state was
-/// unreachable is taken again if nobody else took it (the live stream goes
-/// on); false when another producer holds the stream.
+/// unreachable is taken again if nobody else produced meanwhile (the live
+/// stream goes on); false when another producer holds or held the stream.
 async fn keep_lease(a: &mut Appender) -> bool {
     let stream = a.stream.as_str();
     match a.store.renew(stream, &a.lease, a.lease_ttl).await {
         Ok(true) | Err(_) => true,
-        Ok(false) => match a.store.acquire(stream, &a.node, a.lease_ttl).await {
-            Ok(Some(lease)) => {
-                tracing::info!(stream = %a.stream, epoch = lease.epoch, "producer lease lapsed during an outage; taken again");
-                a.lease = lease;
-                true
-            }
-            Ok(None) => false,
+        Ok(false) => match a.store.state(stream).await {
+            Ok(Some(s)) if s.epoch == a.lease.epoch && !s.finished => retake(a).await,
             Err(_) => true,
+            _ => false,
         },
+    }
+}
+
+/// Takes the lease again after it lapsed; false when somebody else has it.
+async fn retake(a: &mut Appender) -> bool {
+    match a
+        .store
+        .acquire(a.stream.as_str(), &a.node, a.lease_ttl)
+        .await
+    {
+        Ok(Some(lease)) => {
+            tracing::info!(stream = %a.stream, epoch = lease.epoch, "producer lease lapsed during an outage; taken again");
+            a.lease = lease;
+            true
+        }
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 
@@ -323,7 +349,7 @@ async fn store_batch(
     match a.store.append(stream, &a.lease, batch, a.retention).await {
         Ok(Appended::Stored(_)) => {}
         Ok(Appended::Fenced | Appended::Gone) => {
-            tracing::warn!(stream = %a.stream, epoch = a.lease.epoch, "producer fenced out by a newer one; stopping");
+            tracing::warn!(stream = %a.stream, epoch = a.lease.epoch, why = "fenced out by a newer epoch", "producer superseded; stopping");
             return Err(());
         }
         Err(e) => {

@@ -11,7 +11,17 @@
 //! `{"requested","oldest","reason"}` and the header
 //! `rhizome-last-event-id: earliest`, and the stream goes on from its
 //! current end.
+//!
+//! Takeover: when the producer's lease has lapsed and the upstream did not
+//! end the stream, the producer died. The reader takes the lease (fenced: of
+//! several racing readers exactly one wins, the others go on tailing), reopens
+//! the upstream with the recorded request and `Last-Event-ID: <last upstream
+//! id>`, and becomes the producer, its client the live client; events whose
+//! upstream id is already stored are dropped. An upstream that sent no ids
+//! cannot be resumed: the client gets every buffered event, then a gap.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,13 +29,16 @@ use bytes::{Bytes, BytesMut};
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body::Frame;
+use rhizome_proto::config::{DisconnectPolicy, SseConfig};
+use rhizome_proto::records::StreamMeta;
 use rhizome_proto::ErrorCode;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::ids::{EventPos, IdCodec, StreamId};
-use super::record::write_event;
-use super::relay::ChannelBody;
+use super::record::{write_event, Appender, Recorder};
+use super::relay::{relay_into, ChannelBody, RelayOptions};
+use super::replay::retention;
 use crate::error::ProxyError;
 use crate::state::replay::{ReplayStore, StreamState};
 use crate::{metrics, BoxBody, BoxError};
@@ -37,8 +50,20 @@ const PAGE: usize = 256;
 /// Frames in flight to the client.
 const CHANNEL_FRAMES: usize = 8;
 
+/// Opens a recorded stream upstream again (the proxy does it: a credential
+/// is picked anew and injected).
+pub trait Reopen: Send + Sync {
+    /// The upstream's SSE body for `meta`'s request, sent with
+    /// `Last-Event-ID: last_upstream_id`.
+    fn reopen<'a>(
+        &'a self,
+        meta: &'a StreamMeta,
+        last_upstream_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<BoxBody, ProxyError>> + Send + 'a>>;
+}
+
 /// Who asks to resume, and where.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Resumer {
     /// The authenticated client's name.
     pub client: String,
@@ -50,6 +75,23 @@ pub struct Resumer {
     pub heartbeat: Duration,
     /// The stream ends after this long without new events.
     pub idle_timeout: Duration,
+    /// This node (a takeover's lease names it).
+    pub node: String,
+    /// The route's SSE settings (lease, retention, relay limits).
+    pub sse: SseConfig,
+    /// Request id, for logs.
+    pub request_id: String,
+    /// Reopens the upstream on a takeover.
+    pub reopen: Arc<dyn Reopen>,
+}
+
+impl std::fmt::Debug for Resumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resumer")
+            .field("client", &self.client)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why history cannot be replayed whole.
@@ -178,9 +220,13 @@ impl Reader {
                 }
                 quiet_since = tokio::time::Instant::now();
             }
-            // The producer finished or died and everything is delivered.
+            // The producer finished, or died: take over.
             match self.store.state(self.stream.as_str()).await {
-                Ok(Some(s)) if s.producer.is_none() && cursor >= s.last_seq => return,
+                Ok(Some(s)) if s.producer.is_none() && cursor >= s.last_seq => {
+                    if s.finished || self.take_over(&s, cursor).await {
+                        return;
+                    }
+                }
                 Ok(None) => return,
                 _ => {}
             }
@@ -194,6 +240,87 @@ impl Reader {
                 _ = tokio::time::sleep(POLL) => {}
             }
         }
+    }
+
+    /// Takes over a stream whose producer died; true when this reader is
+    /// done (it produced the rest, or the stream cannot be resumed).
+    async fn take_over(&self, state: &StreamState, cursor: u64) -> bool {
+        let stream = self.stream.as_str();
+        let Some(upstream_id) = state.last_upstream_id.as_deref() else {
+            // Upstream sent no ids: it cannot be resumed without a hole.
+            metrics::sse_gap("producer_lost");
+            let event = gap_after_producer(&self.codec, &self.stream, state);
+            let _ = self.send(event).await;
+            return true;
+        };
+        let sse = &self.who.sse;
+        let lease = match self
+            .store
+            .acquire(stream, &self.who.node, sse.producer_lease)
+            .await
+        {
+            Ok(Some(lease)) => lease,
+            // Another reader won (it produces; this one tails), or Redis fails.
+            _ => return false,
+        };
+        let upstream = match self.who.reopen.reopen(&state.meta, upstream_id).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "reopening the stream upstream failed");
+                let _ = self.store.release(stream, &lease, false).await;
+                return false;
+            }
+        };
+        metrics::sse_takeover(&self.who.route);
+        tracing::info!(stream = %self.stream, epoch = lease.epoch, "took over a stream whose producer died");
+        let seen = self.stored_upstream_ids(state.last_seq).await;
+        let appender = Appender {
+            store: self.store.clone(),
+            stream: self.stream.clone(),
+            lease,
+            node: self.who.node.clone(),
+            lease_ttl: sse.producer_lease,
+            retention: retention(sse),
+        };
+        let recorder = Recorder::start(
+            self.codec.clone(),
+            state.last_seq,
+            appender,
+            CancellationToken::new(),
+        )
+        .skip_upstream_ids(seen)
+        // The client may have received events the dead producer never stored.
+        .quiet_until(cursor);
+        let opts = RelayOptions {
+            route: self.who.route.clone(),
+            request_id: self.who.request_id.clone(),
+            idle_timeout: sse.idle_timeout,
+            heartbeat_interval: sse.heartbeat_interval,
+            max_event_bytes: usize::try_from(sse.max_event_bytes.as_u64()).unwrap_or(usize::MAX),
+            detach_grace: (sse.on_client_disconnect == DisconnectPolicy::Detach)
+                .then_some(sse.detach_grace),
+        };
+        relay_into(
+            upstream,
+            self.tx.clone(),
+            opts,
+            recorder,
+            self.shutdown.clone(),
+        )
+        .await;
+        true
+    }
+
+    /// Upstream ids of the last stored events (at most a page).
+    async fn stored_upstream_ids(&self, last_seq: u64) -> Vec<String> {
+        let from = last_seq.saturating_sub(PAGE as u64);
+        self.store
+            .read_after(self.stream.as_str(), from, PAGE)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.upstream_id)
+            .collect()
     }
 
     /// Sends every stored event after `cursor`; the count sent, or `Err`
@@ -266,6 +393,18 @@ impl Reader {
             _ = tokio::time::sleep(self.who.idle_timeout) => false,
         }
     }
+}
+
+/// The gap signal after the buffered events of a stream whose producer died
+/// and whose upstream cannot be resumed (it sent no event ids).
+fn gap_after_producer(codec: &IdCodec, stream: &StreamId, state: &StreamState) -> Bytes {
+    let last = codec.encode(&EventPos {
+        stream: stream.clone(),
+        epoch: state.epoch,
+        seq: state.last_seq,
+    });
+    let data = serde_json::json!({"requested": last, "oldest": null, "reason": "producer_lost"});
+    Bytes::from(format!("event: rhizome-gap\ndata: {data}\n\n"))
 }
 
 /// Completes when a wake-up for `stream` arrives (or hints were missed).

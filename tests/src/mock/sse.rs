@@ -93,6 +93,8 @@ pub(crate) struct SsePlan {
     pub start: u64,
     pub split: bool,
     pub huge: Option<usize>,
+    /// Send no `id` fields (an upstream that cannot be resumed).
+    pub no_ids: bool,
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -126,8 +128,15 @@ pub(crate) fn plan(
         Some(v) => Some(v.parse().map_err(|_| "bad huge".to_owned())?),
         None => None,
     };
+    // `to`: the last event number, whatever the start (a resumed stream ends
+    // where the original would have).
+    let count = match q.get("to") {
+        Some(_) => (num(q, "to", 0)? + 1).saturating_sub(start),
+        None => num(q, "count", 10)?,
+    };
     Ok(SsePlan {
-        count: num(q, "count", 10)?,
+        no_ids: flag(q, "no_ids")?,
+        count,
         interval: Duration::from_millis(num(q, "interval_ms", 100)?),
         start,
         split: flag(q, "split")?,
@@ -182,7 +191,11 @@ async fn produce(tx: mpsc::Sender<Bytes>, plan: SsePlan) {
             }
         }
         let n = plan.start + i;
-        let ev = event(n, &format!("{{\"n\":{n}}}"));
+        let mut ev = event(n, &format!("{{\"n\":{n}}}"));
+        if plan.no_ids {
+            let text = String::from_utf8_lossy(&ev).replace(&format!("id: {n}\n"), "");
+            ev = Bytes::from(text);
+        }
         if plan.split {
             for piece in ev.chunks(3) {
                 if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {

@@ -502,7 +502,10 @@ impl ReplayStore for RedisReplayStore {
                     "sse_release",
                     &self.release,
                     vec![sse_lease_key(stream), sse_meta_key(stream)],
-                    vec![lease.owner.clone(), if finished { "1" } else { "0" }.to_string()],
+                    vec![
+                        lease.owner.clone(),
+                        if finished { "1" } else { "0" }.to_string(),
+                    ],
                 )
                 .await?;
             if released == 1 {
