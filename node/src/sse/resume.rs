@@ -221,14 +221,15 @@ impl Reader {
                 quiet_since = tokio::time::Instant::now();
             }
             // The producer finished, or died: take over.
-            match self.store.state(self.stream.as_str()).await {
+            let done = match self.store.state(self.stream.as_str()).await {
                 Ok(Some(s)) if s.producer.is_none() && cursor >= s.last_seq => {
-                    if s.finished || self.take_over(&s, cursor).await {
-                        return;
-                    }
+                    s.finished || self.take_over(&s, cursor).await
                 }
-                Ok(None) => return,
-                _ => {}
+                Ok(None) => true,
+                _ => false,
+            };
+            if done {
+                return;
             }
             if idle_since.elapsed() >= self.who.idle_timeout {
                 return;
