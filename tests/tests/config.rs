@@ -181,7 +181,6 @@ producer_lease = "5s"
         "clients[0].rate",
         "clients[0].burst",
         "clients[0].max_streams",
-        "routes[0].sse.producer_lease",
     ]
     .iter()
     .map(|path| format!("error: {path}: {not_yet}"))
@@ -203,7 +202,7 @@ producer_lease = "5s"
     // Start-up refuses the same file.
     let log = start_up_refuses(&cfg).await;
     assert!(
-        log.contains("routes[0].sse.producer_lease: not supported"),
+        log.contains("coordinator.node_ttl: not supported"),
         "{log}"
     );
 

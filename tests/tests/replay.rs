@@ -453,3 +453,34 @@ async fn a_paused_producer_cannot_append_after_the_takeover() {
     );
     env.assert_logs_clean();
 }
+
+#[tokio::test]
+async fn admin_lists_live_streams_across_nodes_without_event_data() {
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock: _m,
+        nodes,
+        ..
+    } = replay_cluster("replay_admin").await;
+    let key = client_key();
+    let (_, mut live, _) = open(&nodes[0], "/e/sse?count=100&interval_ms=50", &key, None).await;
+    take(&mut live, 5).await;
+    let admin = format!("Bearer {}", rhizome_tests::harness::secrets::ADMIN_TOKEN);
+    let c = Client::new();
+    let url = nodes[1].admin_url("/admin/v1/streams");
+    let (stream, text) = rhizome_tests::harness::wait_for("the stream listed on n2", WAIT, || async {
+        let r = c.get(&url, &[("authorization", admin.as_str())]).await;
+        let v = r.json();
+        let s = v["streams"].as_array()?.first()?.clone();
+        (s["last_seq"].as_u64()? >= 5).then(|| (s, r.text()))
+    })
+    .await;
+    assert_eq!(stream["route"], "e");
+    assert_eq!(stream["producer"], "n1");
+    assert!(stream["buffered_events"].as_u64() >= Some(5));
+    assert!(!text.contains("\"n\":") && !text.contains("data"), "no event data: {text}");
+    let r = c.get(&url, &[]).await;
+    assert_eq!(r.status, 401, "behind the admin token");
+    env.assert_logs_clean();
+}

@@ -4,6 +4,7 @@
 //! contain a token, only its version, expiry and non-secret claims.
 
 mod openapi;
+mod streams;
 
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/admin/v1/credentials/{name}/token", delete(delete_token))
         .route("/admin/v1/sessions", get(list_sessions))
+        .route("/admin/v1/streams", get(streams::list_streams))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             require_admin_token,

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         super::refresh_credential,
         super::delete_token,
         super::list_sessions,
+        super::streams::list_streams,
         crate::proxy::intent::handle,
     ),
     components(schemas(
@@ -24,6 +25,8 @@ use utoipa::{Modify, OpenApi};
         super::Dropped,
         super::SessionList,
         super::SessionView,
+        super::streams::StreamList,
+        super::streams::StreamView,
         crate::credentials::CredentialView,
         crate::proxy::intent::IntentRequest,
         crate::proxy::intent::IntentResponse,

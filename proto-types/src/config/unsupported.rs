@@ -1,6 +1,6 @@
 //! What this build does not honour yet, in one table. A key the node would
-//! accept and then ignore is a lie to the operator: it believes in stream
-//! takeover or a coordinator cluster it does not have. So every such
+//! accept and then ignore is a lie to the operator: it believes in a
+//! coordinator cluster or rate limits it does not have. So every such
 //! key is refused here, naming the field and the missing feature — when it is
 //! set to something other than its default (a key left at its default asks
 //! for nothing). The issue that implements a feature deletes its rows.
@@ -10,7 +10,6 @@
 //! loader turns that error into the same "not supported" message through
 //! [`unmodelled_key`], so the operator learns the key is known but not built.
 
-use super::route::{RouteConfig, SseConfig};
 use super::validate::ConfigError;
 use super::{Config, CoordinatorConfig, CoordinatorMode};
 
@@ -26,36 +25,25 @@ enum Asks {
     Unmodelled,
     /// A node-wide key; true when set to what the build cannot do.
     Node(fn(&Config) -> bool),
-    /// A per-route key (`routes[i].…`).
-    Route(fn(&RouteConfig) -> bool),
 }
 
 /// One key the build cannot honour yet.
 struct NotYet {
-    /// Path of the key; `[]` stands for any index (`routes[].sse.replay`).
+    /// Path of the key; `[]` stands for any index (`clients[].rate`).
     path: &'static str,
     /// The missing feature, shown in parentheses.
     feature: &'static str,
     asks: Asks,
 }
 
-const TAKEOVER: &str = "stream takeover after a producer's death";
 const CLUSTER: &str = "cluster mode: the raft coordinator";
 
-fn sse_default() -> SseConfig {
-    SseConfig::default()
-}
 fn coordinator_default() -> CoordinatorConfig {
     CoordinatorConfig::default()
 }
 
 /// The table. Delete a row when its feature lands.
 const NOT_YET: &[NotYet] = &[
-    NotYet {
-        path: "routes[].sse.producer_lease",
-        feature: TAKEOVER,
-        asks: Asks::Route(|r| r.sse.producer_lease != sse_default().producer_lease),
-    },
     NotYet {
         path: "coordinator.mode",
         feature: "\"cluster\": the raft coordinator; use \"embedded\" or \"redis-lock\"",
@@ -124,14 +112,6 @@ pub(super) fn check(config: &Config, errors: &mut Vec<ConfigError>) {
             Asks::Node(asks) => {
                 if asks(config) {
                     errors.push(refusal(row.path.to_string(), row.feature));
-                }
-            }
-            Asks::Route(asks) => {
-                let field = row.path.trim_start_matches("routes[].");
-                for (i, route) in config.routes.iter().enumerate() {
-                    if asks(route) {
-                        errors.push(refusal(format!("routes[{i}].{field}"), row.feature));
-                    }
                 }
             }
         }
