@@ -201,10 +201,7 @@ producer_lease = "5s"
     );
     // Start-up refuses the same file.
     let log = start_up_refuses(&cfg).await;
-    assert!(
-        log.contains("coordinator.node_ttl: not supported"),
-        "{log}"
-    );
+    assert!(log.contains("coordinator.node_ttl: not supported"), "{log}");
 
     // A key only redis-lock mode acts on.
     std::fs::write(

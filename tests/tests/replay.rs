@@ -469,18 +469,96 @@ async fn admin_lists_live_streams_across_nodes_without_event_data() {
     let admin = format!("Bearer {}", rhizome_tests::harness::secrets::ADMIN_TOKEN);
     let c = Client::new();
     let url = nodes[1].admin_url("/admin/v1/streams");
-    let (stream, text) = rhizome_tests::harness::wait_for("the stream listed on n2", WAIT, || async {
-        let r = c.get(&url, &[("authorization", admin.as_str())]).await;
-        let v = r.json();
-        let s = v["streams"].as_array()?.first()?.clone();
-        (s["last_seq"].as_u64()? >= 5).then(|| (s, r.text()))
-    })
-    .await;
+    let (stream, text) =
+        rhizome_tests::harness::wait_for("the stream listed on n2", WAIT, || async {
+            let r = c.get(&url, &[("authorization", admin.as_str())]).await;
+            let v = r.json();
+            let s = v["streams"].as_array()?.first()?.clone();
+            (s["last_seq"].as_u64()? >= 5).then(|| (s, r.text()))
+        })
+        .await;
     assert_eq!(stream["route"], "e");
     assert_eq!(stream["producer"], "n1");
     assert!(stream["buffered_events"].as_u64() >= Some(5));
-    assert!(!text.contains("\"n\":") && !text.contains("data"), "no event data: {text}");
+    assert!(
+        !text.contains("\"n\":") && !text.contains("data"),
+        "no event data: {text}"
+    );
     let r = c.get(&url, &[]).await;
     assert_eq!(r.status, 401, "behind the admin token");
+    env.assert_logs_clean();
+}
+
+/// 200 streams on one node; the node is killed; all 200 clients reconnect at
+/// once to the two survivors with jittered retry: every stream completes
+/// with nothing lost or duplicated.
+#[tokio::test]
+async fn a_reconnect_storm_after_a_node_kill_loses_and_repeats_nothing() {
+    const STREAMS: usize = 200;
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock: _m,
+        mut nodes,
+        ..
+    } = replay_cluster("replay_storm").await;
+    let key = client_key();
+    let path = "/e/sse?to=40&interval_ms=100&honour_last_event_id=1";
+    let mut readers = Vec::new();
+    for _ in 0..STREAMS {
+        let (status, reader, _) = open(&nodes[0], path, &key, None).await;
+        assert_eq!(status, 200);
+        readers.push(reader);
+    }
+    let mut firsts = Vec::new();
+    for reader in &mut readers {
+        firsts.push(take(reader, 5).await);
+    }
+    nodes[0].proc.signal("KILL");
+    drop(readers);
+    let survivors: Vec<String> = nodes[1..].iter().map(|n| n.url(path)).collect();
+    let mut tasks = Vec::new();
+    for (i, seen) in firsts.into_iter().enumerate() {
+        let url = survivors[i % survivors.len()].clone();
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let jitter = Duration::from_millis(rand::random::<u64>() % 500);
+            tokio::time::sleep(jitter).await;
+            let last = seen[4].id.clone().expect("id");
+            let auth = format!("Bearer {key}");
+            let h = [
+                ("authorization", auth.as_str()),
+                ("last-event-id", last.as_str()),
+            ];
+            let resp = Client::new().open(Method::GET, &url, &h, "").await;
+            assert_eq!(resp.status(), 200);
+            let rest = Reader::new(resp.into_body())
+                .rest(Duration::from_secs(30))
+                .await;
+            let mut all = seen;
+            all.extend(rest);
+            all.iter().map(n).collect::<Vec<u64>>()
+        }));
+    }
+    for t in tasks {
+        let got = t.await.expect("stream task");
+        assert_eq!(
+            got,
+            (1..=40).collect::<Vec<u64>>(),
+            "a stream lost or repeated events"
+        );
+    }
+    let mut takeovers = 0.0;
+    for n in &nodes[1..] {
+        takeovers += n
+            .metric(r#"rhizome_sse_takeovers_total{route="e"}"#)
+            .await
+            .unwrap_or(0.0);
+    }
+    assert_eq!(
+        takeovers, STREAMS as f64,
+        "each stream taken over exactly once"
+    );
+    let _ = nodes.remove(0);
     env.assert_logs_clean();
 }
