@@ -568,3 +568,115 @@ async fn a_reconnect_storm_after_a_node_kill_loses_and_repeats_nothing() {
     let _ = nodes.remove(0);
     env.assert_logs_clean();
 }
+
+/// Two MCP routes with replay: a roomy one and one keeping 3 events.
+const MCP_ROUTES: &str = r#"
+[[routes]]
+name = "mr"
+path_prefix = "/mr/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["static"]
+session = "mcp"
+[routes.sse]
+replay = true
+on_client_disconnect = "detach"
+detach_grace = "20s"
+
+[[routes]]
+name = "mg"
+path_prefix = "/mg/"
+strip_prefix = true
+upstream = "mock"
+credentials = ["static"]
+session = "mcp"
+[routes.sse]
+replay = true
+buffer_events = 3
+"#;
+
+/// Opens an MCP session on `prefix` (initialize) and returns its proxy id.
+async fn mcp_session(node: &Node, prefix: &str) -> String {
+    let key = fixture::bearer();
+    let h = [
+        ("authorization", key.as_str()),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"});
+    let r = Client::new()
+        .post(&node.url(&format!("{prefix}mcp")), &h, body.to_string())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.header("mcp-session-id").expect("session id").to_string()
+}
+
+/// The server-initiated event stream of MCP session `session`.
+async fn mcp_stream(node: &Node, prefix: &str, session: &str, last: Option<&str>) -> (u16, Reader) {
+    let key = fixture::bearer();
+    let mut h = vec![
+        ("authorization", key.as_str()),
+        ("accept", "text/event-stream"),
+        ("mcp-session-id", session),
+    ];
+    if let Some(id) = last {
+        h.push(("last-event-id", id));
+    }
+    let url = node.url(&format!("{prefix}mcp?count=20"));
+    let resp = Client::new().open(Method::GET, &url, &h, "").await;
+    (resp.status().as_u16(), Reader::new(resp.into_body()))
+}
+
+fn tick(ev: &Event) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&ev.data).expect("json-rpc");
+    v["params"]["n"].as_u64().expect("tick n")
+}
+
+#[tokio::test]
+async fn mcp_streams_resume_within_their_session_only_and_gaps_are_json_rpc_errors() {
+    let tuning = Tuning {
+        extra: MCP_ROUTES.to_string(),
+        ..Tuning::default()
+    };
+    let fixture::World {
+        env,
+        mock: _m,
+        node,
+    } = fixture::world("replay_mcp", &[], &tuning).await;
+    let session = mcp_session(&node, "/mr/").await;
+    let (status, mut first) = mcp_stream(&node, "/mr/", &session, None).await;
+    assert_eq!(status, 200);
+    let seen = take(&mut first, 5).await;
+    assert_eq!(
+        seen.iter().map(tick).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    let last = seen[4].id.clone().expect("id");
+    drop(first);
+    // Another session of the same client presenting the id: 404.
+    let other = mcp_session(&node, "/mr/").await;
+    let (status, _) = mcp_stream(&node, "/mr/", &other, Some(&last)).await;
+    assert_eq!(status, 404);
+    let (status, mut again) = mcp_stream(&node, "/mr/", &session, Some(&last)).await;
+    assert_eq!(status, 200);
+    let rest = again.rest(WAIT).await;
+    assert_eq!(
+        rest.iter().map(tick).collect::<Vec<_>>(),
+        (6..=20).collect::<Vec<_>>()
+    );
+
+    // History gone on an MCP stream: a JSON-RPC error, not a partial replay.
+    let session = mcp_session(&node, "/mg/").await;
+    let (_, mut short) = mcp_stream(&node, "/mg/", &session, None).await;
+    let all = short.rest(WAIT).await;
+    assert_eq!(all.len(), 20);
+    let early = all[1].id.clone().expect("id");
+    let (_, mut again) = mcp_stream(&node, "/mg/", &session, Some(&early)).await;
+    let got = again.rest(WAIT).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    let err: serde_json::Value = serde_json::from_str(&got[0].data).expect("json-rpc");
+    assert_eq!(err["jsonrpc"], "2.0");
+    assert_eq!(err["error"]["code"], -32001);
+    assert_eq!(err["error"]["data"]["reason"], "expired");
+    env.assert_logs_clean();
+}

@@ -379,12 +379,8 @@ impl Reader {
                 }),
             None => None,
         };
-        let data = serde_json::json!({
-            "requested": self.codec.encode(pos),
-            "oldest": oldest,
-            "reason": reason.as_str(),
-        });
-        Bytes::from(format!("event: rhizome-gap\ndata: {data}\n\n"))
+        let requested = self.codec.encode(pos);
+        gap_frame(&state.meta, &requested, oldest.as_deref(), reason.as_str())
     }
 
     async fn send(&self, bytes: Bytes) -> bool {
@@ -404,8 +400,35 @@ fn gap_after_producer(codec: &IdCodec, stream: &StreamId, state: &StreamState) -
         epoch: state.epoch,
         seq: state.last_seq,
     });
-    let data = serde_json::json!({"requested": last, "oldest": null, "reason": "producer_lost"});
-    Bytes::from(format!("event: rhizome-gap\ndata: {data}\n\n"))
+    gap_frame(&state.meta, &last, None, "producer_lost")
+}
+
+/// JSON-RPC error code of a lost MCP stream history (implementation-defined
+/// server error range).
+const MCP_HISTORY_LOST: i64 = -32001;
+
+/// The gap signal: `event: rhizome-gap` for plain SSE; for an MCP stream a
+/// JSON-RPC error for the request that opened it (`id` null for a stream
+/// opened by `GET`), since MCP clients only understand JSON-RPC messages.
+fn gap_frame(meta: &StreamMeta, requested: &str, oldest: Option<&str>, reason: &str) -> Bytes {
+    let info = serde_json::json!({"requested": requested, "oldest": oldest, "reason": reason});
+    if meta.session.is_none() {
+        return Bytes::from(format!("event: rhizome-gap\ndata: {info}\n\n"));
+    }
+    let id = serde_json::from_slice::<serde_json::Value>(&meta.reopen.body)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(serde_json::Value::Null);
+    let error = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": MCP_HISTORY_LOST,
+            "message": format!("stream history not replayable ({reason}); events may be missing"),
+            "data": info,
+        },
+    });
+    Bytes::from(format!("event: message\ndata: {error}\n\n"))
 }
 
 /// Completes when a wake-up for `stream` arrives (or hints were missed).
