@@ -16,7 +16,8 @@ use rhizome_tests::harness::{bin_dir, wait_for, Env};
 use serde_json::Value;
 use shell::{Block, Group, Step, REPO};
 
-/// Upper bound on one block's run (its slowest command is a 2.5 s SSE stream).
+/// Upper bound on one block's run (its slowest commands are SSE streams of a
+/// few seconds).
 const BLOCK_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The walk-through's commands, in order: a name and a fragment the command
@@ -69,7 +70,21 @@ const REDIS: &[(&str, &str)] = &[
     ("initialize", "P=$(curl -si localhost:8081/mcp-demo/mcp"),
     ("tools-list", "localhost:8082/mcp-demo/mcp"),
     ("sessions", "localhost:9092/admin/v1/sessions"),
-    ("stop", "kill %2 %3"),
+];
+
+/// The resumable-SSE walk-through, run in the same shell right after
+/// [`REDIS`] (its job numbers and `$K` carry over).
+const REDIS_REPLAY: &[(&str, &str)] = &[
+    (
+        "first",
+        "timeout 2 curl -sN 'localhost:8081/events/sse?to=30",
+    ),
+    ("last", "LAST=$(grep '^id:' seen.txt"),
+    ("streams", "localhost:9092/admin/v1/streams"),
+    ("kill-n1", "kill %2; wait %2"),
+    ("resume", "-H \"Last-Event-ID: $LAST\""),
+    ("takeovers", "grep '^rhizome_sse_takeovers_total'"),
+    ("stop", "kill %3; wait %3; kill %1"),
 ];
 
 /// Free loopback ports standing in for the README's fixed ones.
@@ -332,6 +347,80 @@ fn check_redis(s: &HashMap<&str, Step>) {
     assert!(sessions.contains("rzs-"), "{sessions}");
 }
 
+/// The events of an SSE transcript: (id, upstream number from `{"n":k}`),
+/// complete events only (those ended by a blank line), and any other event
+/// type by name.
+fn sse_events(text: &str) -> Vec<(String, Result<u64, String>)> {
+    let mut out = Vec::new();
+    let (mut id, mut kind, mut data) = (String::new(), String::new(), String::new());
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            kind = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = v.to_owned();
+        } else if line.is_empty() && !data.is_empty() {
+            let n = match kind.as_str() {
+                "tick" => serde_json::from_str::<Value>(&data)
+                    .ok()
+                    .and_then(|d| d["n"].as_u64()),
+                _ => None,
+            };
+            out.push((id.clone(), n.ok_or_else(|| format!("{kind}: {data}"))));
+            (kind, data) = (String::new(), String::new());
+        }
+    }
+    out
+}
+
+/// The upstream numbers of `events`; panics on anything but a `tick`
+/// carrying one of Rhizome's ids.
+fn ticks(events: &[(String, Result<u64, String>)], what: &str) -> Vec<u64> {
+    events
+        .iter()
+        .map(|(id, n)| {
+            assert!(id.starts_with("v1."), "{what}: not Rhizome's id: {id:?}");
+            n.clone()
+                .unwrap_or_else(|e| panic!("{what}: not a tick: {e}"))
+        })
+        .collect()
+}
+
+fn check_redis_replay(env: &Env, s: &HashMap<&str, Step>) {
+    // What the client kept (step outputs are trimmed: a last event would
+    // lose the blank line that ends it).
+    let kept = std::fs::read_to_string(env.path("seen.txt")).expect("seen.txt");
+    assert_eq!(kept.trim(), s["first"].out, "tee shows what it keeps");
+    let seen = ticks(&sse_events(&kept), "first stream");
+    assert!(!seen.is_empty(), "events within 2 s: {kept}");
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>());
+    let last = *seen.last().expect("an event");
+    assert!(last < 30, "the client left before the end: {seen:?}");
+    assert!(s["last"].out.is_empty(), "{}", s["last"].out);
+
+    // n1 still produces the stream its client left.
+    let streams = json(&s["streams"]);
+    let listed = &streams["streams"][0];
+    assert_eq!(listed["route"], "events", "{streams}");
+    assert_eq!(listed["producer"], "n1", "{streams}");
+    assert!(listed["last_seq"].as_u64() >= Some(last), "{streams}");
+
+    // Resumed through n2: every later event exactly once, in order, to the end.
+    let resumed = format!("{}\n\n", s["resume"].out);
+    let rest = ticks(&sse_events(&resumed), "resumed stream");
+    assert_eq!(
+        rest,
+        (last + 1..=30).collect::<Vec<_>>(),
+        "the resumed stream continues right after event {last}, nothing repeated:\n{}",
+        s["resume"].out
+    );
+    assert_eq!(
+        s["takeovers"].out, "rhizome_sse_takeovers_total{route=\"events\"} 1",
+        "n2 took the stream over once"
+    );
+}
+
 /// No captured log complains at shutdown, announces a reconnect that did
 /// not happen, or holds a demo secret or an issued token.
 fn assert_logs_quiet(env: &Env, logs: &[&str]) {
@@ -370,8 +459,15 @@ async fn readme_commands_run_as_written() {
     let cc = shell::block(&blocks, "check-config");
     let failing = ["without-secret"];
     check_check_config(&run_block(&env, &cc, CHECK_CONFIG, &failing, &subst).await);
-    let redis = shell::block(&blocks, "redis");
-    check_redis(&run_block(&env, &redis, REDIS, &[], &subst).await);
+    // One shell for both Redis blocks: the second uses the first's jobs.
+    let mut redis = shell::block(&blocks, "redis");
+    redis
+        .commands
+        .extend(shell::block(&blocks, "redis-replay").commands);
+    let expected: Vec<_> = REDIS.iter().chain(REDIS_REPLAY).copied().collect();
+    let steps = run_block(&env, &redis, &expected, &[], &subst).await;
+    check_redis(&steps);
+    check_redis_replay(&env, &steps);
 
     // Ctrl-C on the script stops the node and the demo upstream with it.
     group.signal_leader("INT");
@@ -400,7 +496,14 @@ fn readme_quick_start_is_two_commands() {
     let quick = shell::block(&blocks, "quickstart");
     assert_eq!(quick.commands, ["scripts/quickstart.sh", "scripts/test.sh"]);
     for b in &blocks {
-        let known = ["quickstart", "walkthrough", "check-config", "redis", "skip"];
+        let known = [
+            "quickstart",
+            "walkthrough",
+            "check-config",
+            "redis",
+            "redis-replay",
+            "skip",
+        ];
         assert!(
             known.contains(&b.name.as_str()),
             "README block marked `{}`: unknown name (known: {known:?}; see docs/readme-test.md)",
