@@ -47,11 +47,6 @@ pub fn sse_lease_key(stream: &str) -> String {
     format!("rz:sse:{{{stream}}}:lease")
 }
 
-/// Key of an SSE stream's producer fencing counter.
-pub fn sse_fence_key(stream: &str) -> String {
-    format!("rz:sse:{{{stream}}}:fence")
-}
-
 /// Key of the cluster's key for client-facing SSE event ids (32 random
 /// bytes, created once by whichever node needs it first).
 pub const SSE_ID_KEY: &str = "rz:sse-id-key";

@@ -83,17 +83,17 @@ pub enum SessionMode {
 #[serde(rename_all = "snake_case")]
 pub enum DisconnectPolicy {
     /// Keep reading upstream into the replay buffer for `detach_grace`
-    /// (resumable SSE: refused by this build).
+    /// (only with `replay = true`).
     Detach,
     /// Close the upstream at once.
     #[default]
     Cancel,
 }
 
-/// `[routes.sse]`. `replay`, `buffer_events`, `buffer_ttl`,
+/// `[routes.sse]`. With `replay = true` streams are recorded for
+/// `Last-Event-ID` resumes on any node; `buffer_events`, `buffer_ttl`,
 /// `on_client_disconnect = "detach"`, `detach_grace` and `producer_lease`
-/// describe resumable SSE, which this build does not have: they are refused
-/// unless left at their defaults.
+/// only apply then (refused otherwise).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SseConfig {

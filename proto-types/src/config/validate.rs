@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::credential::default_refresh_margin;
-use super::route::default_session_idle_ttl;
+use super::route::{default_session_idle_ttl, SseConfig};
 use super::{
     unsupported, Config, CoordinatorMode, CredentialKind, SessionMode, StateBackend, StateConfig,
 };
@@ -311,6 +311,7 @@ impl Config {
                 Duration::from_millis(100),
                 e,
             );
+            check_replay(&path, &r.sse, e);
         }
         at_least(
             "limits.header_read_timeout",
@@ -372,12 +373,101 @@ impl Config {
     }
 }
 
+/// The replay keys of `[routes.sse]`: bounded when replay is on, refused
+/// when it is off (they would be accepted and ignored).
+fn check_replay(path: &str, sse: &SseConfig, e: &mut Vec<ConfigError>) {
+    let d = SseConfig::default();
+    if !sse.replay {
+        let set = [
+            ("buffer_events", sse.buffer_events != d.buffer_events),
+            ("buffer_ttl", sse.buffer_ttl != d.buffer_ttl),
+            (
+                "on_client_disconnect",
+                sse.on_client_disconnect != d.on_client_disconnect,
+            ),
+            ("detach_grace", sse.detach_grace != d.detach_grace),
+            ("producer_lease", sse.producer_lease != d.producer_lease),
+        ];
+        for (key, _) in set.iter().filter(|(_, set)| *set) {
+            e.push(ConfigError::new(
+                format!("{path}.sse.{key}"),
+                "only applies with sse.replay = true (streams that are not recorded are cancelled when the client leaves)",
+            ));
+        }
+        return;
+    }
+    if !(1..=1_000_000).contains(&sse.buffer_events) {
+        e.push(ConfigError::new(
+            format!("{path}.sse.buffer_events"),
+            "must be between 1 and 1000000",
+        ));
+    }
+    at_least(
+        &format!("{path}.sse.buffer_ttl"),
+        sse.buffer_ttl,
+        Duration::from_secs(1),
+        e,
+    );
+    at_least(
+        &format!("{path}.sse.producer_lease"),
+        sse.producer_lease,
+        Duration::from_millis(300),
+        e,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(s: &str) -> Config {
         toml::from_str(s).expect("parse")
+    }
+
+    #[test]
+    fn replay_keys_apply_only_with_replay_and_are_bounded() {
+        let route = "[[upstreams]]\nname = \"u\"\ntargets = [\"http://127.0.0.1:1\"]\n\
+                     [[routes]]\nname = \"r\"\npath_prefix = \"/r/\"\nupstream = \"u\"\n[routes.sse]\n";
+        let off = parse(&format!(
+            "{route}on_client_disconnect = \"detach\"\nbuffer_events = 5\n"
+        ));
+        let errs: Vec<String> = off
+            .validate()
+            .expect_err("refused")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for key in ["on_client_disconnect", "buffer_events"] {
+            assert!(
+                errs.iter().any(|e| e.starts_with(&format!(
+                    "routes[0].sse.{key}: only applies with sse.replay"
+                ))),
+                "{key}: {errs:?}"
+            );
+        }
+        let zero = parse(&format!(
+            "{route}replay = true\nproducer_lease = \"0s\"\nbuffer_events = 0\n"
+        ));
+        let errs: Vec<String> = zero
+            .validate()
+            .expect_err("refused")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes[0].sse.producer_lease")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("routes[0].sse.buffer_events")),
+            "{errs:?}"
+        );
+        let on = parse(&format!(
+            "{route}replay = true\non_client_disconnect = \"detach\"\n"
+        ));
+        assert!(on.validate().is_ok());
     }
 
     #[test]
