@@ -89,9 +89,12 @@ struct Args {
     /// after the producing node is SIGKILLed (leases 2 s and 1 s).
     #[arg(long)]
     replay: bool,
-    /// Events of the one fast stream of the replay throughput scenario.
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    /// Events per stream of the replay throughput scenario.
+    #[arg(long, default_value_t = 4_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     replay_events: u64,
+    /// Concurrent streams of the replay throughput scenario.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    replay_streams: u16,
     /// Runs per lease setting of the takeover scenario.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     takeover_runs: u32,
@@ -330,7 +333,7 @@ async fn run_replay(
     let mut rates = Vec::new();
     for t in &streams {
         eprintln!("running events/s: {}", t.name);
-        rates.push(replay::rate(run.client, t, max_time).await?);
+        rates.push(replay::rate(run.client, t, args.replay_streams, max_time).await?);
     }
 
     eprintln!("running Redis memory of one stream");
@@ -357,6 +360,7 @@ async fn run_replay(
         ttfe_off,
         ttfe_on,
         events: n,
+        streams: args.replay_streams,
         rates,
         memory,
         takeovers,
