@@ -9,7 +9,9 @@
 //! `direct-open`, `node-open`, `direct-credentialed`, `node-credentialed`
 //! and `sse-first-event`. With `--memory` it runs only the memory scenario
 //! instead: `--memory-requests` (default 1 M) through the node with nobody
-//! scraping `/metrics`, reporting the node's RSS before and after.
+//! scraping `/metrics`, reporting the node's RSS before and after. With
+//! `--replay` it runs only the resumable-SSE scenarios (see `replay.rs`),
+//! starting its own `redis-server` and further nodes on loopback.
 //!
 //! The harness finds `rhizome-node` and `rhizome-mock` next to this
 //! executable (`target/<profile>/`), so build all binaries with the same

@@ -1,5 +1,6 @@
-//! Resumable-SSE scenarios (`--replay`): the events/s one node relays for one
-//! fast stream with replay off, on (memory backend) and on (Redis backend);
+//! Resumable-SSE scenarios (`--replay`): the events/s one node relays over
+//! concurrent fast streams with replay off, on (memory backend) and on (Redis
+//! backend);
 //! the Redis memory one stream of 1,000 buffered ~200-byte events takes; and
 //! the time from a client's reconnect to its first replayed event after the
 //! producing node was SIGKILLed (which includes the producer-lease lapse).
@@ -322,7 +323,7 @@ async fn next(r: &mut Reader) -> anyhow::Result<rhizome_tests::harness::sse::Eve
         .context("stream ended")
 }
 
-/// A throughput target on `base` (a node URL or the mock) for `count` events.
+/// A throughput target: `url` (a node's or the mock's `/sse`) for `count` events.
 pub fn stream_target(
     name: &'static str,
     url: String,
