@@ -9,7 +9,9 @@
 //! `direct-open`, `node-open`, `direct-credentialed`, `node-credentialed`
 //! and `sse-first-event`. With `--memory` it runs only the memory scenario
 //! instead: `--memory-requests` (default 1 M) through the node with nobody
-//! scraping `/metrics`, reporting the node's RSS before and after.
+//! scraping `/metrics`, reporting the node's RSS before and after. With
+//! `--replay` it runs only the resumable-SSE scenarios (see `replay.rs`),
+//! starting its own `redis-server` and further nodes on loopback.
 //!
 //! The harness finds `rhizome-node` and `rhizome-mock` next to this
 //! executable (`target/<profile>/`), so build all binaries with the same
@@ -23,6 +25,7 @@
 
 mod load;
 mod memory;
+mod replay;
 mod report;
 mod sse;
 
@@ -82,6 +85,21 @@ struct Args {
     /// Wall-time limit in seconds of the memory scenario.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=3600))]
     memory_max_seconds: u64,
+    /// Run only the resumable-SSE scenarios: time to first event with replay
+    /// on and off, events/s of one fast stream (replay off, memory, Redis),
+    /// Redis memory of one 1,000-event stream, and reconnect-to-first-event
+    /// after the producing node is SIGKILLed (leases 2 s and 1 s).
+    #[arg(long)]
+    replay: bool,
+    /// Events per stream of the replay throughput scenario.
+    #[arg(long, default_value_t = 4_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    replay_events: u64,
+    /// Concurrent streams of the replay throughput scenario.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    replay_streams: u16,
+    /// Runs per lease setting of the takeover scenario.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    takeover_runs: u32,
 }
 
 #[tokio::main]
@@ -98,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    let node_log = if args.no_access_log || args.memory {
+    let node_log = if args.no_access_log || args.memory || args.replay {
         "info,rhizome::access=off"
     } else {
         "info"
@@ -109,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
         env.dir.display()
     );
     let mock = fixture::mock(&env, &[]).await;
-    let cfg = fixture::config(&env, &mock, &fixture::Tuning::default());
+    // Replay on for the `/e/` route only; every other scenario uses `/a/` and `/n/`.
+    let tuning = fixture::Tuning {
+        sse: replay::REPLAY,
+        ..fixture::Tuning::default()
+    };
+    let cfg = fixture::config(&env, &mock, &tuning);
     let node = env
         .node_with_env(
             "node",
@@ -151,12 +174,18 @@ async fn main() -> anyhow::Result<()> {
     let sse_direct = Target {
         name: "sse-direct",
         url: uri(format!("{}/sse?count=1&interval_ms=0", mock.base()))?,
-        authorization: Some(direct_token),
+        authorization: Some(direct_token.clone()),
     };
     let sse_node = Target {
         name: "sse-node",
         url: uri(node.url("/a/sse?count=1&interval_ms=0"))?,
-        authorization: Some(client_key),
+        authorization: Some(client_key.clone()),
+    };
+
+    let sse_replay = Target {
+        name: "sse-node-replay",
+        url: uri(node.url("/e/sse?count=1&interval_ms=0"))?,
+        authorization: Some(client_key.clone()),
     };
 
     let limits = Limits {
@@ -166,8 +195,27 @@ async fn main() -> anyhow::Result<()> {
         warmup: args.warmup,
     };
     let client = load::client(limits.concurrency);
-    for t in targets.iter().chain([&sse_direct, &sse_node]) {
+    for t in targets.iter().chain([&sse_direct, &sse_node, &sse_replay]) {
         load::preflight(&client, t).await?;
+    }
+
+    if args.replay {
+        let run = ReplayRun {
+            mock: &mock,
+            node: &node,
+            client: &client,
+            sse: [&sse_direct, &sse_node, &sse_replay],
+            direct_token: &direct_token,
+            client_key: &client_key,
+        };
+        let r = run_replay(&run, &args, node_log).await?;
+        let findings = secrets::scan_dir(&env.dir).len() + r.findings;
+        let facts = facts(&args, limits, node_log, &env, findings);
+        return finish(
+            &report::render_replay(&facts, &r),
+            args.out.as_deref(),
+            findings,
+        );
     }
 
     if args.memory {
@@ -204,7 +252,13 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     let findings = secrets::scan_dir(&env.dir).len();
-    let facts = report::Facts {
+    let facts = facts(&args, limits, node_log, &env, findings);
+    let text = report::render(&facts, &outcomes, &sse);
+    finish(&text, args.out.as_deref(), findings)
+}
+
+fn facts(args: &Args, limits: Limits, node_log: &str, env: &Env, findings: usize) -> report::Facts {
+    report::Facts {
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu: cpu_model(),
         profile: profile(),
@@ -213,9 +267,107 @@ async fn main() -> anyhow::Result<()> {
         node_log: node_log.to_owned(),
         log_dir: env.dir.display().to_string(),
         secret_findings: findings,
+    }
+}
+
+/// What the replay scenarios run against.
+struct ReplayRun<'a> {
+    mock: &'a harness::Mock,
+    node: &'a harness::Node,
+    client: &'a load::HttpClient,
+    /// Direct, node with replay off (`/a/`), node with replay on (`/e/`).
+    sse: [&'a Target; 3],
+    direct_token: &'a HeaderValue,
+    client_key: &'a HeaderValue,
+}
+
+/// The `--replay` scenarios, in order; see [`replay`].
+async fn run_replay(
+    run: &ReplayRun<'_>,
+    args: &Args,
+    node_log: &str,
+) -> anyhow::Result<report::ReplayResults> {
+    let max_time = Duration::from_secs(args.max_seconds);
+    let [direct, off, on] = run.sse;
+    eprintln!("running sse-first-event, replay off and on");
+    let ttfe_off = sse::run(run.client, direct, off, args.sse_iterations, max_time).await;
+    let ttfe_on = sse::run(run.client, direct, on, args.sse_iterations, max_time).await;
+
+    eprintln!("starting redis-server and a node on it");
+    let renv = Env::new("loadtest-replay");
+    let redis = renv.redis().await;
+    let tuning = fixture::Tuning {
+        sse: replay::REPLAY,
+        extra: fixture::redis_lock(&redis.url()),
+        ..fixture::Tuning::default()
     };
-    let text = report::render(&facts, &outcomes, &sse);
-    finish(&text, args.out.as_deref(), findings)
+    let cfg = fixture::config(&renv, run.mock, &tuning);
+    let rnode = renv
+        .node_with_env(
+            "redis-node",
+            &cfg,
+            &[
+                (fixture::SECRET_A_ENV, secrets::OAUTH_SECRET_A),
+                ("RUST_LOG", node_log),
+            ],
+        )
+        .await;
+    rnode.wait_ready().await;
+
+    let n = args.replay_events;
+    let key = Some(run.client_key.clone());
+    let streams = [
+        replay::stream_target(
+            "direct",
+            format!("{}/sse", run.mock.base()),
+            n,
+            Some(run.direct_token.clone()),
+        )?,
+        replay::stream_target("node, replay off", run.node.url("/a/sse"), n, key.clone())?,
+        replay::stream_target(
+            "node, replay on (memory)",
+            run.node.url("/e/sse"),
+            n,
+            key.clone(),
+        )?,
+        replay::stream_target("node, replay on (Redis)", rnode.url("/e/sse"), n, key)?,
+    ];
+    let mut rates = Vec::new();
+    for t in &streams {
+        eprintln!("running events/s: {}", t.name);
+        rates.push(replay::rate(run.client, t, args.replay_streams, max_time).await?);
+    }
+
+    eprintln!("running Redis memory of one stream");
+    let memory = replay::redis_memory(&rnode, run.mock, &redis).await?;
+
+    let mut takeovers = Vec::new();
+    for lease_1s in [false, true] {
+        eprintln!("running takeovers (lease 1 s: {lease_1s})");
+        takeovers.push(
+            replay::takeovers(
+                &renv,
+                run.mock,
+                &redis,
+                lease_1s,
+                args.takeover_runs,
+                max_time * 4,
+            )
+            .await,
+        );
+    }
+    let findings = secrets::scan_dir(&renv.dir).len();
+    Ok(report::ReplayResults {
+        findings,
+        ttfe_off,
+        ttfe_on,
+        events: n,
+        streams: args.replay_streams,
+        rates,
+        memory,
+        takeovers,
+        log_dir: renv.dir.display().to_string(),
+    })
 }
 
 fn profile() -> &'static str {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::load::{Limits, Outcome};
+use crate::replay::{Rate, RedisMemory, Takeover};
 use crate::sse::{SseOutcome, SseSide};
 
 /// Everything the report states besides the measurements.
@@ -190,4 +191,166 @@ pub fn render(facts: &Facts, outcomes: &[Outcome], sse: &SseOutcome) -> String {
     };
     let _ = writeln!(s, "- Secret scan of those logs: {scan}");
     s
+}
+
+/// Everything the `--replay` run measured.
+#[derive(Debug, Clone)]
+pub struct ReplayResults {
+    /// Time to first event, direct versus `/a/` (replay off).
+    pub ttfe_off: SseOutcome,
+    /// Time to first event, direct versus `/e/` (replay on, memory backend).
+    pub ttfe_on: SseOutcome,
+    /// Events requested of each throughput stream.
+    pub events: u64,
+    /// Concurrent throughput streams.
+    pub streams: u16,
+    /// Throughput rows.
+    pub rates: Vec<Rate>,
+    /// Redis memory of one stream.
+    pub memory: RedisMemory,
+    /// Takeover timings per lease.
+    pub takeovers: Vec<Takeover>,
+    /// Logs of the Redis node(s).
+    pub log_dir: String,
+    /// Secret-scan findings in `log_dir`.
+    pub findings: usize,
+}
+
+/// Renders the `--replay` report: machine facts, then the resumable-SSE section.
+pub fn render_replay(facts: &Facts, r: &ReplayResults) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Rhizome load test: resumable SSE\n");
+    let _ = writeln!(s, "## Machine and settings\n");
+    let _ = writeln!(s, "- Build profile: **{}**", facts.profile);
+    let _ = writeln!(s, "- Cores available: **{}**", facts.cores);
+    if let Some(cpu) = &facts.cpu {
+        let _ = writeln!(s, "- CPU: {cpu}");
+    }
+    let _ = writeln!(
+        s,
+        "- Client, nodes, mock and Redis share these cores and loopback.\n\
+         - Node log filter: `RUST_LOG={}`; replay routes use `replay = true`, \
+         `buffer_events = 1000`, `on_client_disconnect = \"cancel\"`\n",
+        facts.node_log
+    );
+    let _ = writeln!(s, "## Resumable SSE\n");
+    let _ = writeln!(s, "### Time to first event, replay off and on\n");
+    let _ = writeln!(s, "| path | iterations | errors | p50 ms | p99 ms |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for (label, o) in [
+        ("replay off (`/a/sse`)", &r.ttfe_off),
+        ("replay on, memory (`/e/sse`)", &r.ttfe_on),
+    ] {
+        sse_rows(&mut s, label, o);
+    }
+    let _ = writeln!(
+        s,
+        "\nEach pair alternates direct and node requests of `…/sse?count=1&interval_ms=0`, \
+         timed from sending the request to the end of the first event.\n"
+    );
+
+    let _ = writeln!(s, "### Events/s relayed by one node\n");
+    let _ = writeln!(s, "| path | events | seconds | events/s |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for x in &r.rates {
+        let mark = if x.time_limited { "*" } else { "" };
+        let _ = writeln!(
+            s,
+            "| {} | {}{mark} | {:.2} | {:.0} |",
+            x.name,
+            x.events,
+            x.elapsed.as_secs_f64(),
+            x.per_sec()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} concurrent `GET …/sse?count={}&interval_ms=0` streams per row (one mock \
+         stream is timer-paced at about 900 events/s), timed from sending the requests to \
+         the end of the last stream; events counted by their blank line. \\* = stopped by \
+         the time limit.\n",
+        r.streams, r.events
+    );
+
+    let m = &r.memory;
+    let _ = writeln!(s, "### Redis memory of one stream\n");
+    let _ = writeln!(
+        s,
+        "{} events of {} bytes each (`event: tick` and one `data:` line, as stored) \
+         in one stream, `buffer_events = 1000`:\n",
+        m.received, m.event_bytes
+    );
+    let _ = writeln!(s, "| key | `MEMORY USAGE … SAMPLES 0` bytes |");
+    let _ = writeln!(s, "|---|---:|");
+    let mut total = 0;
+    for (k, b) in &m.keys {
+        total += b;
+        let _ = writeln!(s, "| `{k}` | {b} |");
+    }
+    let _ = writeln!(s, "| total | {total} |");
+    let per = total as f64 / m.received.max(1) as f64;
+    let _ = writeln!(
+        s,
+        "\n{per:.0} bytes per buffered event; `INFO used_memory` grew by {} bytes over the \
+         stream.\n",
+        m.used_memory_delta
+    );
+
+    let _ = writeln!(
+        s,
+        "### Reconnect to first replayed event after a node kill\n"
+    );
+    let _ = writeln!(s, "| producer_lease | runs | errors | p50 ms | max ms |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    for t in &r.takeovers {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            t.lease,
+            t.runs,
+            t.errors,
+            ms(t.quantile(0.5)),
+            ms(t.times.last().copied()),
+        );
+    }
+    for t in &r.takeovers {
+        if let Some(e) = &t.first_error {
+            let _ = writeln!(s, "\nFirst error with lease {}: {e}", t.lease);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nTwo nodes on one Redis (`redis-lock`); per run a fresh node A produces \
+         `/e/sse?to=300&interval_ms=20&honour_last_event_id=1`, the client reads 5 events, \
+         A is SIGKILLed, and the client reconnects to node B with its last id; timed from \
+         sending the reconnect to the first event received (includes the lease lapse).\n"
+    );
+    let _ = writeln!(s, "## Logs\n");
+    let _ = writeln!(s, "- Captured in `{}` and `{}`", facts.log_dir, r.log_dir);
+    let scan = if facts.secret_findings == 0 {
+        "clean (no secret, token or client key found)".to_owned()
+    } else {
+        format!("**{} finding(s)**", facts.secret_findings)
+    };
+    let _ = writeln!(s, "- Secret scan of those logs: {scan}");
+    s
+}
+
+fn sse_rows(s: &mut String, label: &str, o: &SseOutcome) {
+    for (name, side) in [("direct", &o.direct), ("node", &o.node)] {
+        let _ = writeln!(
+            s,
+            "| {label}: {name} | {} | {} | {} | {} |",
+            side.iterations,
+            side.errors,
+            ms(side.quantile(0.5)),
+            ms(side.quantile(0.99)),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| {label}: added by the node | | | {} | {} |",
+        added(o.node.quantile(0.5), o.direct.quantile(0.5)),
+        added(o.node.quantile(0.99), o.direct.quantile(0.99)),
+    );
 }
