@@ -6,13 +6,14 @@
 //! when the network delivered the command late, not when the attempt was
 //! dropped while Redis was unreachable and fred reconnected afterwards.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::ClientLike;
 use rhizome_node::state::redis::{Redis, StateError};
 use rhizome_node::state::tokens::{Lease, SharedTokens};
-use rhizome_proto::config::{StateBackend, StateConfig};
 use rhizome_proto::records::{fence_key, lock_key, token_key};
 use rhizome_tests::harness::redis::RedisServer;
 use rhizome_tests::harness::{wait_for, Env};
@@ -20,7 +21,6 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 const CRED: &str = "c";
 const OP_TIMEOUT: Duration = Duration::from_millis(250);
@@ -28,18 +28,7 @@ const LONG_LEASE: Duration = Duration::from_secs(30);
 
 /// A node's Redis client on `port`, connected.
 async fn client(port: u16) -> Arc<Redis> {
-    let cfg = StateConfig {
-        backend: StateBackend::Redis,
-        redis_url: format!("redis://127.0.0.1:{port}"),
-        op_timeout: OP_TIMEOUT,
-        encryption_key: None,
-    };
-    let redis = Arc::new(Redis::new(&cfg).expect("redis client"));
-    redis.start(CancellationToken::new());
-    tokio::time::timeout(Duration::from_secs(10), redis.wait_connected())
-        .await
-        .expect("connected to redis");
-    redis
+    common::node_redis(port, OP_TIMEOUT).await
 }
 
 /// Token records as node `name` sees them, its scripts loaded.

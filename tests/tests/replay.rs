@@ -49,6 +49,15 @@ async fn open(
     (status, Reader::new(resp.into_body()), gap_header)
 }
 
+/// One node on the embedded default with `sse` as route `e`'s `[routes.sse]`.
+async fn replay_world(test: &str, sse: &'static str) -> fixture::World {
+    let tuning = Tuning {
+        sse,
+        ..Tuning::default()
+    };
+    fixture::world(test, &[], &tuning).await
+}
+
 fn client_key() -> String {
     fixture::bearer().trim_start_matches("Bearer ").to_string()
 }
@@ -76,15 +85,11 @@ fn assert_exactly(events: &[Event], from: u64, to: u64) {
 
 #[tokio::test]
 async fn embedded_default_drop_and_reconnect_loses_nothing() {
-    let tuning = Tuning {
-        sse: REPLAY,
-        ..Tuning::default()
-    };
     let fixture::World {
         env,
         mock: _m,
         node,
-    } = fixture::world("replay_embedded", &[], &tuning).await;
+    } = replay_world("replay_embedded", REPLAY).await;
     let key = client_key();
     let path = "/e/sse?count=30&interval_ms=20";
     let (status, mut first, _) = open(&node, path, &key, None).await;
@@ -115,16 +120,7 @@ async fn reconnecting_through_another_node_gets_every_later_event_once_in_order(
         mock: _m,
         nodes,
         ..
-    } = fixture::cluster(
-        "replay_s2",
-        &[],
-        3,
-        Tuning {
-            sse: REPLAY,
-            ..Tuning::default()
-        },
-    )
-    .await;
+    } = replay_cluster("replay_s2").await;
     let key = client_key();
     let path = "/e/sse?count=200&interval_ms=50";
     let (status, mut first, _) = open(&nodes[0], path, &key, None).await;
@@ -153,15 +149,11 @@ async fn reconnecting_through_another_node_gets_every_later_event_once_in_order(
 
 #[tokio::test]
 async fn history_older_than_the_buffer_is_a_gap_not_a_partial_replay() {
-    let tuning = Tuning {
-        sse: REPLAY_20_EVENTS,
-        ..Tuning::default()
-    };
     let fixture::World {
         env,
         mock: _m,
         node,
-    } = fixture::world("replay_s4", &[], &tuning).await;
+    } = replay_world("replay_s4", REPLAY_20_EVENTS).await;
     let key = client_key();
     let path = "/e/sse?count=100&interval_ms=1";
     let (_, mut first, _) = open(&node, path, &key, None).await;
@@ -194,15 +186,11 @@ async fn history_older_than_the_buffer_is_a_gap_not_a_partial_replay() {
 
 #[tokio::test]
 async fn ids_are_bound_to_their_client_and_cannot_be_forged() {
-    let tuning = Tuning {
-        sse: REPLAY,
-        ..Tuning::default()
-    };
     let fixture::World {
         env,
         mock: _m,
         node,
-    } = fixture::world("replay_s5", &[], &tuning).await;
+    } = replay_world("replay_s5", REPLAY).await;
     let key = client_key();
     let path = "/e/sse?count=5&interval_ms=1";
     let (_, mut first, _) = open(&node, path, &key, None).await;
@@ -237,16 +225,7 @@ async fn buffers_are_bounded_and_an_idle_stream_expires() {
         mock: _m,
         nodes,
         ..
-    } = fixture::cluster(
-        "replay_retention",
-        &[],
-        1,
-        Tuning {
-            sse: REPLAY_SHORT_TTL,
-            ..Tuning::default()
-        },
-    )
-    .await;
+    } = replay_nodes("replay_retention", 1, REPLAY_SHORT_TTL).await;
     let key = client_key();
     let (_, mut first, _) = open(&nodes[0], "/e/sse?count=150&interval_ms=1", &key, None).await;
     let all = first.rest(WAIT).await;
@@ -276,16 +255,7 @@ async fn redis_frozen_mid_stream_keeps_it_live_and_a_resume_into_the_outage_is_a
         mock: _m,
         nodes,
         ..
-    } = fixture::cluster(
-        "replay_outage",
-        &[],
-        2,
-        Tuning {
-            sse: REPLAY,
-            ..Tuning::default()
-        },
-    )
-    .await;
+    } = replay_nodes("replay_outage", 2, REPLAY).await;
     let key = client_key();
     let path = "/e/sse?count=120&interval_ms=50";
     let (_, mut live, _) = open(&nodes[0], path, &key, None).await;
@@ -321,18 +291,18 @@ async fn redis_frozen_mid_stream_keeps_it_live_and_a_resume_into_the_outage_is_a
     env.assert_logs_clean();
 }
 
+/// `n` Redis-backed nodes with `sse` as route `e`'s `[routes.sse]`.
+async fn replay_nodes(test: &str, n: usize, sse: &'static str) -> fixture::Cluster {
+    let tuning = Tuning {
+        sse,
+        ..Tuning::default()
+    };
+    fixture::cluster(test, &[], n, tuning).await
+}
+
 /// Three Redis-backed nodes with replay on.
 async fn replay_cluster(test: &str) -> fixture::Cluster {
-    fixture::cluster(
-        test,
-        &[],
-        3,
-        Tuning {
-            sse: REPLAY,
-            ..Tuning::default()
-        },
-    )
-    .await
+    replay_nodes(test, 3, REPLAY).await
 }
 
 /// S3: the node producing the stream is SIGKILLed after 40 events; the client
@@ -516,7 +486,8 @@ async fn a_reconnect_storm_after_a_node_kill_loses_and_repeats_nothing() {
         ..
     } = replay_cluster("replay_storm").await;
     let key = client_key();
-    let path = "/e/sse?to=40&interval_ms=100&honour_last_event_id=1";
+    // Long enough that no stream ends before the kill, however slow the setup.
+    let path = "/e/sse?to=60&interval_ms=150&honour_last_event_id=1";
     let mut readers = Vec::new();
     for _ in 0..STREAMS {
         let (status, reader, _) = open(&nodes[0], path, &key, None).await;
@@ -557,7 +528,7 @@ async fn a_reconnect_storm_after_a_node_kill_loses_and_repeats_nothing() {
         let got = t.await.expect("stream task");
         assert_eq!(
             got,
-            (1..=40).collect::<Vec<u64>>(),
+            (1..=60).collect::<Vec<u64>>(),
             "a stream lost or repeated events"
         );
     }

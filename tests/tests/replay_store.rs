@@ -6,6 +6,8 @@
 //! count and age and expires an idle stream whole, wake-ups cross nodes, the
 //! id key is shared, and an append batch is one round trip.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +18,11 @@ use rhizome_node::state::replay::{
     Appended, MemoryReplayStore, ProducerLease, RedisReplayStore, ReplayStore, Retention,
     StoredEvent,
 };
-use rhizome_proto::config::{StateBackend, StateConfig};
 use rhizome_proto::records::{
     sse_lease_key, sse_log_key, sse_meta_key, ReopenRequest, StreamMeta, SSE_ID_KEY,
 };
 use rhizome_tests::harness::redis::RedisServer;
 use rhizome_tests::harness::{wait_for, Env};
-use tokio_util::sync::CancellationToken;
 
 const OP_TIMEOUT: Duration = Duration::from_secs(1);
 const LEASE: Duration = Duration::from_secs(30);
@@ -33,18 +33,7 @@ const KEEP: Retention = Retention {
 
 /// A node's Redis client on `port`, connected.
 async fn client(port: u16) -> Arc<Redis> {
-    let cfg = StateConfig {
-        backend: StateBackend::Redis,
-        redis_url: format!("redis://127.0.0.1:{port}"),
-        op_timeout: OP_TIMEOUT,
-        encryption_key: None,
-    };
-    let redis = Arc::new(Redis::new(&cfg).expect("redis client"));
-    redis.start(CancellationToken::new());
-    tokio::time::timeout(Duration::from_secs(10), redis.wait_connected())
-        .await
-        .expect("connected to redis");
-    redis
+    common::node_redis(port, OP_TIMEOUT).await
 }
 
 /// A node's replay store on `redis`, its scripts loaded.

@@ -481,11 +481,7 @@ mod tests {
     async fn events_are_trimmed_by_count_and_age_and_an_idle_stream_expires() {
         let store = MemoryReplayStore::new(10);
         stream(&store, "s").await;
-        let p = store
-            .acquire("s", "a", TTL)
-            .await
-            .expect("acquire")
-            .expect("free");
+        let p = producer(&store, "s").await;
         store
             .append("s", &p, &batch(&store, 1..=12, p.epoch), retention(5))
             .await
@@ -519,15 +515,20 @@ mod tests {
         assert_eq!(gone.expect("append"), Appended::Gone);
     }
 
+    /// Node "a" takes the lease of `stream`.
+    async fn producer(store: &MemoryReplayStore, stream: &str) -> ProducerLease {
+        store
+            .acquire(stream, "a", TTL)
+            .await
+            .expect("acquire")
+            .expect("free")
+    }
+
     #[tokio::test]
     async fn batches_continue_the_stream_and_a_retried_batch_stores_nothing_twice() {
         let store = MemoryReplayStore::new(10);
         stream(&store, "s").await;
-        let p = store
-            .acquire("s", "a", TTL)
-            .await
-            .expect("acquire")
-            .expect("free");
+        let p = producer(&store, "s").await;
         store
             .append("s", &p, &batch(&store, 1..=3, p.epoch), retention(100))
             .await
@@ -556,11 +557,7 @@ mod tests {
     async fn lost_ranges_merge_when_adjacent_and_are_bounded() {
         let store = MemoryReplayStore::new(10);
         stream(&store, "s").await;
-        let p = store
-            .acquire("s", "a", TTL)
-            .await
-            .expect("acquire")
-            .expect("free");
+        let p = producer(&store, "s").await;
         store
             .append("s", &p, &batch(&store, 1..=2, p.epoch), retention(100))
             .await
