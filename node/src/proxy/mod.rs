@@ -56,7 +56,16 @@ fn reopen_request(out: &Outgoing, body: &OutBody) -> rhizome_proto::records::Reo
     let headers = out
         .headers
         .iter()
-        .filter(|(name, _)| *name != http::header::COOKIE && name.as_str() != LAST_EVENT_ID)
+        .filter(|(name, _)| {
+            // Framing is the reopening node's (the body may not be kept).
+            ![
+                http::header::COOKIE,
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+            ]
+            .contains(*name)
+                && name.as_str() != LAST_EVENT_ID
+        })
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
         .collect();
     let body = match body {

@@ -49,10 +49,20 @@ impl Reopen for Reopener {
                 .cloned()
                 .ok_or_else(|| failed("the stream's route is gone"))?;
             let req = &meta.reopen;
-            let method = Method::from_bytes(req.method.as_bytes())
-                .map_err(|_| failed("recorded method unusable"))?;
+            // An MCP stream is resumed with a GET on its session: repeating
+            // the POST would repeat its JSON-RPC call upstream.
+            let mcp = meta.session.is_some();
+            let method = if mcp {
+                Method::GET
+            } else {
+                Method::from_bytes(req.method.as_bytes())
+                    .map_err(|_| failed("recorded method unusable"))?
+            };
             let mut headers = HeaderMap::new();
             for (name, value) in &req.headers {
+                if mcp && name.eq_ignore_ascii_case("content-type") {
+                    continue;
+                }
                 if let (Ok(n), Ok(v)) = (
                     HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_str(value),
@@ -84,7 +94,8 @@ impl Reopen for Reopener {
                 inject: true,
                 pin,
             };
-            let mut body = OutBody::Buffered(Bytes::from(req.body.clone()));
+            let kept = if mcp { Vec::new() } else { req.body.clone() };
+            let mut body = OutBody::Buffered(Bytes::from(kept));
             let ex = self
                 .proxy
                 .exchange(&mut ctx, &route, out, &mut body)

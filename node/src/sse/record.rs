@@ -240,10 +240,17 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
     loop {
         tokio::select! {
             _ = renew.tick() => {
-                if !keep_lease(&mut a).await {
-                    tracing::warn!(stream = %a.stream, why = "lease held by another node", "producer superseded; stopping");
-                    stop.cancel();
-                    break;
+                match keep_lease(&mut a).await {
+                    Lease::Kept => {}
+                    Lease::Superseded => {
+                        tracing::warn!(stream = %a.stream, why = "lease held by another node", "producer superseded; stopping");
+                        stop.cancel();
+                        break;
+                    }
+                    Lease::StreamGone => {
+                        tracing::info!(stream = %a.stream, "replay buffer gone (expired or evicted); relaying on unrecorded");
+                        break;
+                    }
                 }
             }
             item = rx.recv() => {
@@ -256,9 +263,16 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
                         Err(_) => break,
                     }
                 }
-                if store_batch(&a, &mut batch, &mut lost).await.is_err() {
-                    stop.cancel();
-                    break;
+                match store_batch(&a, &mut batch, &mut lost).await {
+                    Ok(()) => {}
+                    Err(Appended::Gone) => {
+                        tracing::info!(stream = %a.stream, "replay buffer gone (expired or evicted); relaying on unrecorded");
+                        break;
+                    }
+                    Err(_) => {
+                        stop.cancel();
+                        break;
+                    }
                 }
             }
         }
@@ -272,17 +286,34 @@ async fn run_appender(mut a: Appender, mut rx: mpsc::Receiver<Item>, stop: Cance
     let _ = a.store.release(a.stream.as_str(), &a.lease, finished).await;
 }
 
+/// What renewing the producer lease found.
+enum Lease {
+    /// Still held (or shared state unreachable: keep going).
+    Kept,
+    /// Another producer holds or held the stream: stop producing.
+    Superseded,
+    /// The stream's buffer expired or was evicted: stop recording only.
+    StreamGone,
+}
+
 /// Renews the producer lease. One that lapsed while shared state was
 /// unreachable is taken again if nobody else produced meanwhile (the live
-/// stream goes on); false when another producer holds or held the stream.
-async fn keep_lease(a: &mut Appender) -> bool {
+/// stream goes on).
+async fn keep_lease(a: &mut Appender) -> Lease {
     let stream = a.stream.as_str();
     match a.store.renew(stream, &a.lease, a.lease_ttl).await {
-        Ok(true) | Err(_) => true,
+        Ok(true) | Err(_) => Lease::Kept,
         Ok(false) => match a.store.state(stream).await {
-            Ok(Some(s)) if s.epoch == a.lease.epoch && !s.finished => retake(a).await,
-            Err(_) => true,
-            _ => false,
+            Ok(Some(s)) if s.epoch == a.lease.epoch && !s.finished => {
+                if retake(a).await {
+                    Lease::Kept
+                } else {
+                    Lease::Superseded
+                }
+            }
+            Ok(None) => Lease::StreamGone,
+            Err(_) => Lease::Kept,
+            Ok(Some(_)) => Lease::Superseded,
         },
     }
 }
@@ -322,17 +353,18 @@ fn extend(lost: &mut Option<(u64, u64)>, from: u64, to: u64) {
 }
 
 /// Stores `batch` after reporting what was lost before it; a failure turns
-/// the batch into lost events. `Err` when this producer was fenced out.
+/// the batch into lost events. `Err(Fenced)` when this producer was fenced
+/// out, `Err(Gone)` when the stream's buffer is gone.
 async fn store_batch(
     a: &Appender,
     batch: &mut Vec<StoredEvent>,
     lost: &mut Option<(u64, u64)>,
-) -> Result<(), ()> {
+) -> Result<(), Appended> {
     let stream = a.stream.as_str();
     if let Some((from, to)) = *lost {
         match a.store.mark_lost(stream, &a.lease, from, to).await {
             Ok(Appended::Stored(_)) => *lost = None,
-            Ok(Appended::Fenced | Appended::Gone) => return Err(()),
+            Ok(refused) => return Err(refused),
             Err(_) => {}
         }
     }
@@ -348,9 +380,10 @@ async fn store_batch(
     }
     match a.store.append(stream, &a.lease, batch, a.retention).await {
         Ok(Appended::Stored(_)) => {}
-        Ok(Appended::Fenced | Appended::Gone) => {
+        Ok(Appended::Gone) => return Err(Appended::Gone),
+        Ok(Appended::Fenced) => {
             tracing::warn!(stream = %a.stream, epoch = a.lease.epoch, why = "fenced out by a newer epoch", "producer superseded; stopping");
-            return Err(());
+            return Err(Appended::Fenced);
         }
         Err(e) => {
             tracing::debug!(stream = %a.stream, error = %e, "append failed; events marked lost");

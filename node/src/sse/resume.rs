@@ -40,7 +40,7 @@ use super::record::{write_event, Appender, Recorder};
 use super::relay::{relay_into, ChannelBody, RelayOptions};
 use super::replay::retention;
 use crate::error::ProxyError;
-use crate::state::replay::{ReplayStore, StreamState};
+use crate::state::replay::{ProducerLease, ReplayStore, StreamState};
 use crate::{metrics, BoxBody, BoxError};
 
 /// How often a reader re-reads the log when no wake-up arrives.
@@ -222,6 +222,21 @@ impl Reader {
             }
             // The producer finished, or died: take over.
             let done = match self.store.state(self.stream.as_str()).await {
+                Ok(Some(s)) if cursor < s.last_seq && self.lost_to_the_end(&s, cursor) => {
+                    // Nothing stored after the cursor: the rest was lost.
+                    let pos = EventPos {
+                        stream: self.stream.clone(),
+                        epoch: s.epoch,
+                        seq: cursor,
+                    };
+                    metrics::sse_gap(GapReason::Lost.as_str());
+                    let event = gap_frame(&s.meta, &self.codec.encode(&pos), None, "lost");
+                    if !self.send(event).await {
+                        return;
+                    }
+                    cursor = s.last_seq;
+                    false
+                }
                 Ok(Some(s)) if s.producer.is_none() && cursor >= s.last_seq => {
                     s.finished || self.take_over(&s, cursor).await
                 }
@@ -245,15 +260,8 @@ impl Reader {
 
     /// Takes over a stream whose producer died; true when this reader is
     /// done (it produced the rest, or the stream cannot be resumed).
-    async fn take_over(&self, state: &StreamState, cursor: u64) -> bool {
+    async fn take_over(&self, seen_state: &StreamState, cursor: u64) -> bool {
         let stream = self.stream.as_str();
-        let Some(upstream_id) = state.last_upstream_id.as_deref() else {
-            // Upstream sent no ids: it cannot be resumed without a hole.
-            metrics::sse_gap("producer_lost");
-            let event = gap_after_producer(&self.codec, &self.stream, state);
-            let _ = self.send(event).await;
-            return true;
-        };
         let sse = &self.who.sse;
         let lease = match self
             .store
@@ -264,12 +272,25 @@ impl Reader {
             // Another reader won (it produces; this one tails), or Redis fails.
             _ => return false,
         };
+        // Taking the lease fenced the old producer out: only now is the
+        // stream's end final.
+        let state = match self.store.state(stream).await {
+            Ok(Some(state)) => state,
+            _ => seen_state.clone(),
+        };
+        let state = &state;
+        let resumable = self.last_event_has_an_id(state).await;
+        let upstream_id = match (state.last_upstream_id.as_deref(), resumable) {
+            (Some(id), true) => id,
+            // Upstream sent no ids (or events after the last one): it cannot
+            // be resumed without a hole or a repeat.
+            _ => return self.give_up(state, &lease).await,
+        };
         let upstream = match self.who.reopen.reopen(&state.meta, upstream_id).await {
             Ok(body) => body,
             Err(e) => {
                 tracing::warn!(stream = %self.stream, error = %e, "reopening the stream upstream failed");
-                let _ = self.store.release(stream, &lease, false).await;
-                return false;
+                return self.give_up(state, &lease).await;
             }
         };
         metrics::sse_takeover(&self.who.route);
@@ -312,6 +333,36 @@ impl Reader {
         true
     }
 
+    /// True when every event after `cursor` up to the stream's end was lost
+    /// (so no stored event will ever move the cursor there).
+    fn lost_to_the_end(&self, s: &StreamState, cursor: u64) -> bool {
+        s.lost
+            .iter()
+            .any(|&(from, to)| from <= cursor + 1 && to >= s.last_seq)
+    }
+
+    /// True when the last stored event carried an upstream id (so the
+    /// upstream can be reopened exactly after it).
+    async fn last_event_has_an_id(&self, state: &StreamState) -> bool {
+        let last = self
+            .store
+            .read_after(self.stream.as_str(), state.last_seq.saturating_sub(1), 1)
+            .await
+            .ok()
+            .and_then(|e| e.into_iter().next());
+        // Nothing stored (all trimmed or lost): the stored id is what counts.
+        last.is_none_or(|e| e.upstream_id.is_some())
+    }
+
+    /// The stream cannot be continued: its buffer was sent, then a gap.
+    async fn give_up(&self, state: &StreamState, lease: &ProducerLease) -> bool {
+        metrics::sse_gap("producer_lost");
+        let event = gap_after_producer(&self.codec, &self.stream, state);
+        let _ = self.send(event).await;
+        let _ = self.store.release(self.stream.as_str(), lease, true).await;
+        true
+    }
+
     /// Upstream ids of the last stored events (at most a page).
     async fn stored_upstream_ids(&self, last_seq: u64) -> Vec<String> {
         let from = last_seq.saturating_sub(PAGE as u64);
@@ -348,6 +399,11 @@ impl Reader {
                     epoch: e.epoch,
                     seq: e.seq,
                 };
+                if e.seq != *cursor + 1 {
+                    // A hole opened while tailing (lost, or trimmed under a
+                    // slow reader): signalled, never skipped silently.
+                    out.extend_from_slice(&self.hole(*cursor, &pos).await);
+                }
                 write_event(&mut out, &self.codec.encode(&pos), &e.fields);
                 *cursor = e.seq;
             }
@@ -359,6 +415,32 @@ impl Reader {
             if n < PAGE {
                 return Ok(sent);
             }
+        }
+    }
+
+    /// The gap signal for the events between `cursor` and `next`.
+    async fn hole(&self, cursor: u64, next: &EventPos) -> Bytes {
+        let state = self.store.state(self.stream.as_str()).await.ok().flatten();
+        let lost = state.as_ref().is_some_and(|s| {
+            s.lost
+                .iter()
+                .any(|&(from, to)| from <= next.seq && to > cursor)
+        });
+        let reason = if lost {
+            GapReason::Lost
+        } else {
+            GapReason::Expired
+        };
+        metrics::sse_gap(reason.as_str());
+        let requested = self.codec.encode(&EventPos {
+            stream: self.stream.clone(),
+            epoch: next.epoch,
+            seq: cursor,
+        });
+        let oldest = self.codec.encode(next);
+        match &state {
+            Some(s) => gap_frame(&s.meta, &requested, Some(&oldest), reason.as_str()),
+            None => Bytes::new(),
         }
     }
 
