@@ -51,7 +51,7 @@ impl Proxy {
         &self,
         ctx: &mut RequestCtx,
         route: &Route,
-        req: Outgoing,
+        req: &Outgoing,
         body: &mut OutBody,
     ) -> Result<Exchange, ProxyError> {
         let deadline = ctx.deadline(route.timeout);
@@ -63,7 +63,7 @@ impl Proxy {
             let headers = inject(&req.headers, picked.as_ref())?;
             let started = Instant::now();
             let (response, more, target) =
-                self.forward(route, deadline, &req, &headers, body).await?;
+                self.forward(route, deadline, req, &headers, body).await?;
             retries += more;
             let upstream = started.elapsed();
             metrics::upstream_duration(&route.name, upstream);

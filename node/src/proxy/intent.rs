@@ -172,7 +172,7 @@ pub async fn handle(
     ctx.set_timeout(timeout);
     let started = Instant::now();
     let answer = async {
-        let ex = proxy.exchange(ctx, &route, outgoing, &mut out).await?;
+        let ex = proxy.exchange(ctx, &route, &outgoing, &mut out).await?;
         read_answer(ex, max).await
     };
     let (parts, bytes) = tokio::time::timeout(timeout, answer).await.map_err(|_| {

@@ -166,10 +166,16 @@ impl Proxy {
             inject: ctx.client.is_some(),
             pin: ctx.session.pin(),
         };
-        if route.sse.replay {
+        let mut ex = self.exchange(ctx, &route, &outgoing, &mut out).await?;
+        // Only a stream that will be recorded needs its reopen request: no
+        // copy of headers and body on any other response.
+        let response = &ex.response;
+        if route.sse.replay
+            && response.status().is_success()
+            && crate::sse::is_event_stream(response.headers())
+        {
             ctx.reopen = Some(reopen_request(&outgoing, &out));
         }
-        let mut ex = self.exchange(ctx, &route, outgoing, &mut out).await?;
         self.response_filter(ctx, &route, &parts.method, &mut ex)
             .await?;
         Ok(self.respond(ctx, &route, ex.response).await)

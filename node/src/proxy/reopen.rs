@@ -98,7 +98,7 @@ impl Reopen for Reopener {
             let mut body = OutBody::Buffered(Bytes::from(kept));
             let ex = self
                 .proxy
-                .exchange(&mut ctx, &route, out, &mut body)
+                .exchange(&mut ctx, &route, &out, &mut body)
                 .await?;
             let (parts, body) = ex.response.into_parts();
             if !parts.status.is_success() || !crate::sse::is_event_stream(&parts.headers) {
