@@ -8,12 +8,15 @@
 //!   `{ file }`) whose `Debug` never prints the value.
 //! - [`error`]: [`ErrorCode`], the stable `snake_case` codes of Rhizome's own JSON errors.
 //! - [`records`]: shared-state keys, records and events (tokens, sessions).
-//! - [`codec`]: the one binary encoding of those records (bincode, swappable).
+//! - [`codec`]: the one binary encoding of those records and of the
+//!   coordinator's RPC bodies (bincode, swappable).
+//! - [`coord`]: the coordinator's node API (heartbeats, assignments).
 //! - [`epoch`]: [`Epoch`], the one fencing order shared by raft assignments
 //!   and the degraded-mode lock.
 
 pub mod codec;
 pub mod config;
+pub mod coord;
 pub mod epoch;
 pub mod error;
 pub mod records;

@@ -1,0 +1,275 @@
+//! The coordinator's replicated state and the only code that changes it:
+//! which nodes are live (with the credentials each has configured and its
+//! `node_ttl`), and which node owns each credential under which epoch.
+//!
+//! Every replica applies the same committed [`Command`]s in the same order,
+//! so this code is deterministic: no clocks, no randomness, ordered maps.
+//! Owners are chosen by rendezvous (highest random weight) hashing over the
+//! live nodes that have the credential configured, so a node joining takes
+//! only its share of credentials and a node leaving gives up only its own.
+//! An assignment's epoch is the log index of the entry that made it; a new
+//! leader's first (blank) entry recommits every assignment under its own
+//! index ([`Assignments::renew`]), so whatever was written while no leader
+//! answered is fenced out by the next leader's owners.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A change to the replicated state, as committed in the raft log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node joins, or rejoins with other credentials or another ttl.
+    Join {
+        /// Node id.
+        node: String,
+        /// Its configured credentials.
+        credentials: Vec<String>,
+        /// Its `node_ttl`, in milliseconds.
+        node_ttl_ms: u64,
+    },
+    /// A node left gracefully.
+    Leave {
+        /// Node id.
+        node: String,
+    },
+    /// The leader heard nothing from a node for its ttl.
+    Dead {
+        /// Node id.
+        node: String,
+    },
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Command::Join { node, .. } => write!(f, "join {node}"),
+            Command::Leave { node } => write!(f, "leave {node}"),
+            Command::Dead { node } => write!(f, "dead {node}"),
+        }
+    }
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// Credentials whose owner changed (assigned, moved or dropped).
+    pub moved: u32,
+}
+
+/// A live node as the state machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its configured credentials.
+    pub credentials: BTreeSet<String>,
+    /// Its `node_ttl`, in milliseconds.
+    pub node_ttl_ms: u64,
+}
+
+/// The owner of a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Node id.
+    pub node: String,
+    /// Log index that committed this assignment.
+    pub epoch: u64,
+}
+
+/// Live nodes and credential owners.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignments {
+    nodes: BTreeMap<String, NodeInfo>,
+    owners: BTreeMap<String, Owner>,
+}
+
+impl Assignments {
+    /// Applies `cmd`, committed at log `index`.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Applied {
+        match cmd {
+            Command::Join {
+                node,
+                credentials,
+                node_ttl_ms,
+            } => {
+                let info = NodeInfo {
+                    credentials: credentials.iter().cloned().collect(),
+                    node_ttl_ms: *node_ttl_ms,
+                };
+                self.nodes.insert(node.clone(), info);
+            }
+            Command::Leave { node } | Command::Dead { node } => {
+                self.nodes.remove(node);
+            }
+        }
+        self.reassign(index)
+    }
+
+    /// A new leader's first entry, committed at `index`: every assignment is
+    /// recommitted under it, owners unchanged.
+    pub fn renew(&mut self, index: u64) {
+        for owner in self.owners.values_mut() {
+            owner.epoch = index;
+        }
+    }
+
+    /// True when a heartbeat with these facts needs no [`Command::Join`].
+    pub fn knows(&self, node: &str, credentials: &[String], node_ttl_ms: u64) -> bool {
+        self.nodes.get(node).is_some_and(|info| {
+            info.node_ttl_ms == node_ttl_ms
+                && info.credentials.len() == credentials.len()
+                && credentials.iter().all(|c| info.credentials.contains(c))
+        })
+    }
+
+    /// Live nodes.
+    pub fn nodes(&self) -> &BTreeMap<String, NodeInfo> {
+        &self.nodes
+    }
+
+    /// Owners by credential.
+    pub fn owners(&self) -> &BTreeMap<String, Owner> {
+        &self.owners
+    }
+
+    fn reassign(&mut self, index: u64) -> Applied {
+        let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
+        for (node, info) in &self.nodes {
+            for cred in &info.credentials {
+                let better = wanted
+                    .get(cred.as_str())
+                    .is_none_or(|best| score(cred, node) > score(cred, best));
+                if better {
+                    wanted.insert(cred, node);
+                }
+            }
+        }
+        let mut moved = 0;
+        let mut owners = BTreeMap::new();
+        for (cred, node) in wanted {
+            let owner = match self.owners.get(cred) {
+                Some(old) if old.node == node => old.clone(),
+                _ => {
+                    moved += 1;
+                    Owner {
+                        node: node.to_string(),
+                        epoch: index,
+                    }
+                }
+            };
+            owners.insert(cred.to_string(), owner);
+        }
+        moved += self
+            .owners
+            .keys()
+            .filter(|c| !owners.contains_key(*c))
+            .count();
+        self.owners = owners;
+        Applied {
+            moved: u32::try_from(moved).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Rendezvous weight of `node` for `credential`.
+fn score(credential: &str, node: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(credential.as_bytes());
+    h.update([0]);
+    h.update(node.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(node: &str, creds: &[String]) -> Command {
+        Command::Join {
+            node: node.into(),
+            credentials: creds.to_vec(),
+            node_ttl_ms: 3000,
+        }
+    }
+
+    fn creds(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("cred-{i}")).collect()
+    }
+
+    fn owner_map(a: &Assignments) -> BTreeMap<String, String> {
+        a.owners()
+            .iter()
+            .map(|(c, o)| (c.clone(), o.node.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_joining_node_takes_only_its_share_and_the_epoch_is_the_index() {
+        let all = creds(300);
+        let mut a = Assignments::default();
+        a.apply(1, &join("n1", &all));
+        a.apply(2, &join("n2", &all));
+        assert!(a.owners().values().all(|o| o.epoch <= 2));
+        let before = owner_map(&a);
+        let applied = a.apply(3, &join("n3", &all));
+        let after = owner_map(&a);
+        let changed: Vec<_> = before
+            .iter()
+            .filter(|(c, n)| after.get(*c) != Some(*n))
+            .collect();
+        assert!(changed.iter().all(|(c, _)| after[*c] == "n3"), "moves go to the new node only");
+        assert_eq!(applied.moved as usize, changed.len());
+        assert!((60..=140).contains(&changed.len()), "about a third moved: {}", changed.len());
+        for (c, o) in a.owners() {
+            assert_eq!(o.epoch == 3, changed.iter().any(|(m, _)| *m == c));
+        }
+    }
+
+    #[test]
+    fn a_leaving_node_gives_up_only_its_own_and_owners_need_the_credential() {
+        let all = creds(100);
+        let mut a = Assignments::default();
+        for (i, n) in ["n1", "n2", "n3"].into_iter().enumerate() {
+            a.apply(i as u64 + 1, &join(n, &all));
+        }
+        a.apply(4, &join("n4", &all[..10]));
+        let before = owner_map(&a);
+        a.apply(5, &Command::Dead { node: "n2".into() });
+        for (c, n) in owner_map(&a) {
+            if before[&c] != "n2" {
+                assert_eq!(before[&c], n, "{c} stayed");
+            }
+            assert_ne!(n, "n2");
+        }
+        assert!(a
+            .owners()
+            .iter()
+            .filter(|(_, o)| o.node == "n4")
+            .all(|(c, _)| all[..10].contains(c)));
+        a.apply(6, &Command::Leave { node: "n1".into() });
+        a.apply(7, &Command::Leave { node: "n3".into() });
+        assert_eq!(a.owners().len(), 10, "only n4's credentials stay assigned");
+        a.apply(8, &Command::Leave { node: "n4".into() });
+        assert!(a.owners().is_empty() && a.nodes().is_empty());
+    }
+
+    #[test]
+    fn renew_recommits_every_assignment_and_knows_compares_sets() {
+        let all = creds(5);
+        let mut a = Assignments::default();
+        a.apply(1, &join("n1", &all));
+        a.renew(9);
+        assert!(a.owners().values().all(|o| o.epoch == 9 && o.node == "n1"));
+        let mut shuffled = all.clone();
+        shuffled.reverse();
+        assert!(a.knows("n1", &shuffled, 3000));
+        assert!(!a.knows("n1", &all[..4], 3000));
+        assert!(!a.knows("n1", &all, 5000));
+        assert!(!a.knows("n2", &all, 3000));
+        let same = a.apply(10, &join("n1", &all));
+        assert_eq!(same.moved, 0, "a rejoin with the same facts moves nothing");
+    }
+}

@@ -1,0 +1,3 @@
+//! `rhizome-coordinator`: the command line (being built).
+
+fn main() {}
