@@ -11,9 +11,15 @@
 //! leader's first (blank) entry recommits every assignment under its own
 //! index ([`Assignments::renew`]), so whatever was written while no leader
 //! answered is fenced out by the next leader's owners.
+//!
+//! A move is published *inactive* until every other live node has
+//! acknowledged an answer that shows it ([`Assignments::published`]): the
+//! old owner learns it lost the credential before the new one starts, so two
+//! nodes never act as owner at once, not even for a heartbeat.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rhizome_proto::coord::Assignment;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -74,6 +80,8 @@ pub struct Owner {
     pub node: String,
     /// Log index that committed this assignment.
     pub epoch: u64,
+    /// Log index at which the credential moved to this node.
+    pub since: u64,
 }
 
 /// Live nodes and credential owners.
@@ -132,6 +140,26 @@ impl Assignments {
         &self.owners
     }
 
+    /// Every owner as the node API publishes it. `seen` holds, per node,
+    /// the applied index of the last answer it acknowledged; a move is
+    /// active once every other live node has seen it.
+    pub fn published(&self, seen: &HashMap<String, u64>) -> Vec<Assignment> {
+        self.owners
+            .iter()
+            .map(|(cred, owner)| Assignment {
+                credential: cred.clone(),
+                node: owner.node.clone(),
+                epoch: owner.epoch,
+                since: owner.since,
+                active: self
+                    .nodes
+                    .keys()
+                    .filter(|n| **n != owner.node)
+                    .all(|n| seen.get(n).is_some_and(|s| *s >= owner.since)),
+            })
+            .collect()
+    }
+
     fn reassign(&mut self, index: u64) -> Applied {
         let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
         for (node, info) in &self.nodes {
@@ -154,6 +182,7 @@ impl Assignments {
                     Owner {
                         node: node.to_string(),
                         epoch: index,
+                        since: index,
                     }
                 }
             };
@@ -254,6 +283,34 @@ mod tests {
         assert_eq!(a.owners().len(), 10, "only n4's credentials stay assigned");
         a.apply(8, &Command::Leave { node: "n4".into() });
         assert!(a.owners().is_empty() && a.nodes().is_empty());
+    }
+
+    #[test]
+    fn a_move_is_active_once_every_other_live_node_has_seen_it() {
+        let all = creds(20);
+        let mut a = Assignments::default();
+        a.apply(1, &join("n1", &all));
+        let alone = a.published(&HashMap::new());
+        assert!(alone.iter().all(|x| x.active), "nobody else could act as owner");
+        a.apply(2, &join("n2", &all));
+        let mut seen = HashMap::from([("n1".to_string(), 1), ("n2".to_string(), 2)]);
+        let moved: Vec<_> = a
+            .published(&seen)
+            .into_iter()
+            .filter(|x| x.node == "n2")
+            .collect();
+        assert!(!moved.is_empty());
+        assert!(moved.iter().all(|x| !x.active && x.since == 2), "n1 has not seen the move");
+        let kept = a.published(&seen).into_iter().filter(|x| x.node == "n1");
+        assert!(kept.into_iter().all(|x| x.active && x.since == 1));
+        seen.insert("n1".into(), 2);
+        assert!(a.published(&seen).iter().all(|x| x.active));
+        a.renew(3);
+        let renewed = a.published(&seen);
+        assert!(
+            renewed.iter().all(|x| x.active && x.epoch == 3 && x.since <= 2),
+            "a renewal moves nothing, so it needs no acknowledgement"
+        );
     }
 
     #[test]

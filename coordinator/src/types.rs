@@ -2,6 +2,8 @@
 //! [`Command`]s, applying one answers an [`Applied`]; replica ids are `u64`
 //! and replicas are addressed by URL ([`openraft::BasicNode`]).
 
+use std::io::Cursor;
+
 use crate::assign::{Applied, Command};
 
 openraft::declare_raft_types!(

@@ -12,7 +12,7 @@ use rhizome_proto::records::StateEvent;
 use rhizome_proto::Config;
 
 use crate::auth::ClientKeys;
-use crate::credentials::Credentials;
+use crate::credentials::{Credential, Credentials, Role};
 use crate::ownership::{self, Ownership};
 use crate::routing::Router;
 use crate::session::Sessions;
@@ -112,7 +112,7 @@ impl App {
         let sessions = Arc::new(Sessions::new(state.sessions.clone(), state.redis.clone()));
         let replay = Replay::new(state.replay.clone(), &node_id);
         let ownership = ownership::build(
-            config.coordinator.mode,
+            &config.coordinator,
             &node_id,
             credentials.iter().cloned().collect(),
             shutdown.tasks().clone(),
@@ -147,6 +147,16 @@ impl App {
     }
 }
 
+impl App {
+    /// The owner of `cred` (cluster mode) refreshes for the cluster, in the
+    /// background so that events keep flowing; other nodes do nothing.
+    fn serve_peers(&self, cred: &Arc<Credential>) {
+        if cred.role() == Role::Owner {
+            self.shutdown.tasks().spawn(cred.clone().serve_peers());
+        }
+    }
+}
+
 impl EventSink for App {
     fn event(&self, event: StateEvent) -> Work<'_> {
         Box::pin(async move {
@@ -167,10 +177,13 @@ impl EventSink for App {
                 } => {
                     if let Some(c) = self.credentials.get(&credential) {
                         c.invalidated_elsewhere(version);
+                        self.serve_peers(c);
                     }
                 }
                 StateEvent::RefreshRequest { credential } => {
-                    tracing::debug!(%credential, "refresh request ignored: no owner in this mode");
+                    if let Some(c) = self.credentials.get(&credential) {
+                        self.serve_peers(c);
+                    }
                 }
                 StateEvent::SessionDeleted { id } => self.sessions.forget_local(&id),
             }

@@ -6,6 +6,7 @@
 //! another backend, mode or kind uses, or one whose feature is not built yet
 //! (the table in `unsupported.rs`).
 
+mod coordinator;
 mod credential;
 mod route;
 mod unsupported;
@@ -161,7 +162,7 @@ pub enum CoordinatorMode {
     Embedded,
     /// Several nodes; each refresh single-flight under a fenced Redis lock.
     RedisLock,
-    /// Ownership assigned by the raft coordinator (refused by this build).
+    /// Ownership assigned by the raft coordinator.
     Cluster,
 }
 
@@ -171,14 +172,14 @@ pub enum CoordinatorMode {
 pub struct CoordinatorConfig {
     /// How credential ownership is decided.
     pub mode: CoordinatorMode,
-    /// Coordinator replicas, for `mode = "cluster"` (refused by this build unless empty).
+    /// Coordinator replicas (`http://host:port`), for `mode = "cluster"`.
     pub endpoints: Vec<String>,
-    /// How often the node heartbeats the coordinator (cluster mode; refused
-    /// by this build unless left at its default).
+    /// How often the node heartbeats the coordinator (cluster mode).
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
-    /// Silence after which a node is declared dead (cluster mode; refused by
-    /// this build unless left at its default).
+    /// Silence after which the coordinator declares a node dead (cluster
+    /// mode); the node itself steps down `node_ttl − 2 × heartbeat_interval`
+    /// after its last acknowledged heartbeat.
     #[serde(with = "humantime_serde")]
     pub node_ttl: Duration,
 }

@@ -29,6 +29,9 @@ pub struct Heartbeat {
     pub credentials: Vec<String>,
     /// The node's `coordinator.node_ttl`, in milliseconds.
     pub node_ttl_ms: u64,
+    /// `applied` of the last reply the node acted on (0: none yet). Once
+    /// every live node has seen a move, the move's new owner may act.
+    pub seen: u64,
 }
 
 /// A node leaves gracefully: its credentials move at once.
@@ -48,6 +51,12 @@ pub struct Assignment {
     /// Raft log index that committed this assignment: the first half of the
     /// owner's fencing epoch.
     pub epoch: u64,
+    /// Log index at which the credential moved to this owner.
+    pub since: u64,
+    /// True once every other live node has seen the move (so none of them
+    /// still acts as owner): only then may the owner start. An owner that
+    /// once saw its assignment active keeps it while `since` is unchanged.
+    pub active: bool,
 }
 
 /// The leader's answer to a heartbeat or a goodbye.
@@ -59,6 +68,8 @@ pub struct HeartbeatReply {
     pub leader_url: String,
     /// The leader's raft term.
     pub term: u64,
+    /// Applied log index the answer was built from (sent back as `seen`).
+    pub applied: u64,
     /// Every assigned credential's owner, sorted by credential.
     pub assignments: Vec<Assignment>,
 }
@@ -74,16 +85,20 @@ mod tests {
             node: "node-1".into(),
             credentials: vec!["a".into(), "b".into()],
             node_ttl_ms: 3000,
+            seen: 12,
         };
         assert_eq!(decode::<Heartbeat>(&encode(&hb).expect("encode")).expect("decode"), hb);
         let reply = HeartbeatReply {
             leader: 2,
             leader_url: "http://127.0.0.1:7071".into(),
             term: 4,
+            applied: 19,
             assignments: vec![Assignment {
                 credential: "a".into(),
                 node: "node-1".into(),
                 epoch: 17,
+                since: 15,
+                active: true,
             }],
         };
         assert_eq!(

@@ -14,7 +14,7 @@ pub mod source;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use std::time::{Duration, SystemTime};
@@ -39,6 +39,27 @@ use rhizome_proto::records::StateEvent;
 use shared::Want;
 use source::{TokenError, TokenSource};
 
+/// What this node may do with a credential's token endpoint right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Any node may refresh, one at a time under the fenced Redis lock
+    /// (`embedded`, `redis-lock`; cluster mode while degraded or before the
+    /// coordinator assigned the credential).
+    Any,
+    /// This node owns the credential (cluster mode): it alone refreshes.
+    Owner,
+    /// Another node owns it: read the shared record, ask the owner to refresh.
+    Reader,
+}
+
+/// Says which [`Role`] this node has for a credential; set by the ownership
+/// policy of cluster mode and asked on every token fetch, so a node that
+/// lost ownership (self-fenced, reassigned) stops fetching at once.
+pub trait Authority: Send + Sync + std::fmt::Debug {
+    /// This node's role for `credential` now.
+    fn role(&self, credential: &str) -> Role;
+}
+
 /// One configured credential and its live state.
 #[derive(Debug)]
 pub struct Credential {
@@ -62,6 +83,10 @@ pub struct Credential {
     /// Raft index of the assignment this node refreshes under (0 without a
     /// coordinator); the first half of every fencing epoch it takes.
     assignment: AtomicU64,
+    /// Who may fetch (cluster mode); absent: [`Role::Any`].
+    authority: OnceLock<Arc<dyn Authority>>,
+    /// When this node last asked the owner for a token (Unix ms).
+    asked_ms: AtomicU64,
 }
 
 /// What to do after upstream answered 401 to a token.
@@ -134,6 +159,8 @@ impl Credential {
             reauth: Reauth::default(),
             unsynced: Mutex::new(None),
             assignment: AtomicU64::new(0),
+            authority: OnceLock::new(),
+            asked_ms: AtomicU64::new(0),
         })
     }
 
@@ -179,6 +206,44 @@ impl Credential {
     /// Acts under assignment `index` from now on (set by the ownership policy).
     pub fn set_assignment(&self, index: u64) {
         self.assignment.store(index, Ordering::Release);
+    }
+
+    /// Lets `authority` decide who fetches from now on (set once).
+    pub fn set_authority(&self, authority: Arc<dyn Authority>) {
+        if self.authority.set(authority).is_err() {
+            tracing::warn!(credential = %self.name, "authority already set; kept the first");
+        }
+    }
+
+    /// This node's role for the credential now.
+    pub fn role(&self) -> Role {
+        self.authority
+            .get()
+            .map_or(Role::Any, |a| a.role(&self.name))
+    }
+
+    /// True when tokens of this credential are shared through Redis (and so
+    /// refreshed by one node for the cluster).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The owner's answer to a peer's `refresh-request` or to an
+    /// invalidation: makes sure the shared record holds a usable token,
+    /// calling the token endpoint only if it does not (the lock and the
+    /// re-read under it keep that to one call however many ask).
+    pub async fn serve_peers(self: Arc<Self>) {
+        if self.role() != Role::Owner {
+            return;
+        }
+        let me = self.clone();
+        let result = self
+            .cache
+            .obtain(true, move || async move { me.fetch(false, Want::Usable).await })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(credential = %self.name, error = %e, "refreshing for the cluster failed");
+        }
     }
 
     /// True while a token fetch for this credential is under way.
@@ -431,9 +496,15 @@ impl Credential {
 
     /// The owner's loop: refresh each used token `refresh_margin` before expiry,
     /// retrying failures with backoff while the old token is still valid.
-    pub async fn refresh_ahead(self: Arc<Self>, shutdown: CancellationToken) {
+    /// With `keep_fresh` (a cluster owner, which cannot see the requests
+    /// other nodes serve) every token is refreshed, used here or not, starting
+    /// from the shared record.
+    pub async fn refresh_ahead(self: Arc<Self>, keep_fresh: bool, shutdown: CancellationToken) {
         if !self.source.expires() {
             return;
+        }
+        if keep_fresh {
+            self.load_shared().await;
         }
         let mut changes = self.cache.subscribe();
         let mut backoff = Duration::from_secs(1);
@@ -453,7 +524,7 @@ impl Credential {
                 }
                 _ = wait => {}
             }
-            if !matches!(self.cache.refresh_due(), Some((_, true))) {
+            if !keep_fresh && !matches!(self.cache.refresh_due(), Some((_, true))) {
                 // Unused since obtained: let it lapse; the next request fetches.
                 if changes.changed().await.is_err() {
                     return;

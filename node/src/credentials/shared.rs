@@ -5,6 +5,10 @@
 //! publish `updated`. A node that finds the lock taken waits for the holder's
 //! token (pub/sub, with polling as the fallback since pub/sub is at most once).
 //! So each refresh is one token-endpoint call cluster-wide (G1, G2).
+//!
+//! In cluster mode a node that does not own the credential ([`Role::Reader`])
+//! never takes the lock: it asks the owner with a `refresh-request` and waits
+//! for the owner's token the same way.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,7 @@ use rhizome_proto::records::StateEvent;
 
 use super::cache::schedule;
 use super::source::{unix_ms, Minted, TokenError};
-use super::Credential;
+use super::{Credential, Role};
 use crate::state::events;
 use crate::state::redis::StateError;
 use crate::state::tokens::{Record, SharedTokens};
@@ -79,7 +83,9 @@ pub async fn obtain(
                 return Ok(into_minted(rec));
             }
         }
-        if let Some(lease) = shared
+        if cred.role() == Role::Reader {
+            ask_owner(cred, shared).await;
+        } else if let Some(lease) = shared
             .try_lock(&cred.name, cred.assignment())
             .await
             .map_err(state_err)?
@@ -100,6 +106,28 @@ pub async fn obtain(
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// How often a reader asks the owner again while it waits.
+const ASK_EVERY_MS: u64 = 500;
+
+/// Asks the owner for a token (`refresh-request`), at most every
+/// [`ASK_EVERY_MS`] per credential and node however many requests wait.
+async fn ask_owner(cred: &Credential, shared: &SharedTokens) {
+    let now = unix_ms();
+    let last = cred.asked_ms.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) < ASK_EVERY_MS
+        || cred
+            .asked_ms
+            .compare_exchange(last, now, std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let event = StateEvent::RefreshRequest {
+        credential: cred.name.clone(),
+    };
+    events::publish(shared.redis(), &event).await;
 }
 
 async fn refresh_locked(

@@ -212,6 +212,16 @@ pub fn credential_cooldown(credential: &str, cooling: bool) {
         .set(f64::from(u8::from(cooling)));
 }
 
+/// Whether ownership runs in degraded mode (no coordinator answers).
+pub fn ownership_degraded(degraded: bool) {
+    gauge!("rhizome_ownership_degraded").set(f64::from(u8::from(degraded)));
+}
+
+/// Counts a credential this node gained or lost.
+pub fn ownership_changed() {
+    counter!("rhizome_ownership_changes_total").increment(1);
+}
+
 /// Sets the fixed ownership gauges of the embedded mode.
 pub fn ownership_embedded() {
     gauge!("rhizome_ownership_degraded").set(0.0);

@@ -11,22 +11,25 @@
 //! - [`RedisLock`]: every node runs the refresh-ahead timer from the shared
 //!   record's schedule and the fenced lease in Redis lets exactly one token
 //!   call through per refresh; nobody owns a credential for long.
-//!
-//! The raft coordinator plugs in here as a third implementation, moving
-//! credentials between nodes with [`Refreshers::start`] / [`Refreshers::stop`]
-//! and acting under the assignment's epoch ([`Credential::set_assignment`]).
+//! - [`Cluster`]: the raft coordinator assigns each shared credential to one
+//!   live node, which refreshes it under the assignment's epoch
+//!   ([`Credential::set_assignment`]); with no coordinator answering, the
+//!   `redis-lock` protocol takes over (degraded mode).
 
+mod client;
+mod cluster;
 mod refreshers;
 
 use std::sync::Arc;
 
-use rhizome_proto::config::CoordinatorMode;
+use rhizome_proto::config::{CoordinatorConfig, CoordinatorMode};
 use rhizome_proto::Epoch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::credentials::Credential;
 use crate::metrics;
+pub use cluster::Cluster;
 pub use refreshers::Refreshers;
 
 /// Who owns a credential, as the admin view shows it.
@@ -50,18 +53,18 @@ pub trait Ownership: Send + Sync + std::fmt::Debug {
     fn step_down(&self);
 }
 
-/// Builds the ownership policy of `mode` over `credentials`.
+/// Builds the ownership policy of `cfg.mode` over `credentials`.
 pub fn build(
-    mode: CoordinatorMode,
+    cfg: &CoordinatorConfig,
     node_id: &str,
     credentials: Vec<Arc<Credential>>,
     tasks: TaskTracker,
 ) -> Arc<dyn Ownership> {
     let refreshers = Refreshers::new(credentials, tasks);
-    match mode {
+    match cfg.mode {
         CoordinatorMode::RedisLock => Arc::new(RedisLock { refreshers }),
-        // `cluster` is refused by config validation until the coordinator lands.
-        _ => Arc::new(Embedded {
+        CoordinatorMode::Cluster => Arc::new(Arc::new(Cluster::new(cfg, node_id, refreshers))),
+        CoordinatorMode::Embedded => Arc::new(Embedded {
             node_id: node_id.to_string(),
             refreshers,
         }),
@@ -75,7 +78,7 @@ fn refresh_every_credential(refreshers: &Refreshers, owned: bool, shutdown: &Can
     metrics::ownership_embedded();
     for name in refreshers.names() {
         metrics::credential_owned(&name, owned);
-        refreshers.start(&name, shutdown);
+        refreshers.start(&name, false, shutdown);
     }
 }
 

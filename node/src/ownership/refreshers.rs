@@ -42,8 +42,10 @@ impl Refreshers {
         names
     }
 
-    /// Starts refreshing `name` ahead of expiry (no-op if running or unknown).
-    pub fn start(&self, name: &str, parent: &CancellationToken) {
+    /// Starts refreshing `name` ahead of expiry (no-op if running or
+    /// unknown); `keep_fresh` refreshes unused tokens too (see
+    /// [`Credential::refresh_ahead`]).
+    pub fn start(&self, name: &str, keep_fresh: bool, parent: &CancellationToken) {
         let Some(cred) = self.credentials.get(name) else {
             return;
         };
@@ -53,7 +55,7 @@ impl Refreshers {
         }
         let stop = parent.child_token();
         running.insert(name.to_string(), stop.clone());
-        self.tasks.spawn(cred.clone().refresh_ahead(stop));
+        self.tasks.spawn(cred.clone().refresh_ahead(keep_fresh, stop));
     }
 
     /// Stops refreshing `name`.
@@ -61,6 +63,21 @@ impl Refreshers {
         if let Some(t) = self.running.lock().remove(name) {
             t.cancel();
         }
+    }
+
+    /// The credential called `name`.
+    pub fn credential(&self, name: &str) -> Option<&Arc<Credential>> {
+        self.credentials.get(name)
+    }
+
+    /// Every credential.
+    pub fn credentials(&self) -> impl Iterator<Item = &Arc<Credential>> {
+        self.credentials.values()
+    }
+
+    /// The tracker the refresh tasks run on.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     /// Stops every refresh.

@@ -62,7 +62,7 @@ impl SharedState {
                         .map_err(|e| ConfigError::new("state.redis_url", e.to_string()))?,
                 );
                 let tokens = match mode {
-                    CoordinatorMode::RedisLock => Some(Arc::new(
+                    CoordinatorMode::RedisLock | CoordinatorMode::Cluster => Some(Arc::new(
                         SharedTokens::new(
                             redis.clone(),
                             node_id,

@@ -1,17 +1,15 @@
 //! What this build does not honour yet, in one table. A key the node would
 //! accept and then ignore is a lie to the operator: it believes in a
-//! coordinator cluster or rate limits it does not have. So every such
-//! key is refused here, naming the field and the missing feature — when it is
-//! set to something other than its default (a key left at its default asks
-//! for nothing). The issue that implements a feature deletes its rows.
-//!
-//! Keys of the contract that are not even in the model yet (`[log]`,
-//! `state.tls`, client rate limits…) are refused by the unknown-key rule; the
-//! loader turns that error into the same "not supported" message through
-//! [`unmodelled_key`], so the operator learns the key is known but not built.
+//! rate limit or a Redis over TLS it does not have. The keys of the contract
+//! that are not built (`[log]`, `state.tls`, client rate limits…) are not in
+//! the model, so the unknown-key rule refuses them; the loader turns that
+//! error into a "not supported" message through [`unmodelled_key`], so the
+//! operator learns the key is known but not built. The issue that
+//! implements a feature deletes its rows. `state.redis_url` schemes the
+//! build cannot connect with are refused here too.
 
 use super::validate::ConfigError;
-use super::{Config, CoordinatorConfig, CoordinatorMode};
+use super::Config;
 
 /// URL schemes `state.redis_url` may use. fred is built without its TLS,
 /// sentinel, cluster and unix-socket features: any other scheme would either
@@ -19,83 +17,40 @@ use super::{Config, CoordinatorConfig, CoordinatorMode};
 /// password in clear, so it is refused before anything connects.
 pub const REDIS_SCHEMES: &[&str] = &["redis"];
 
-/// How a row recognises that the config asks for the missing feature.
-enum Asks {
-    /// Not in the model: any value is refused (see [`unmodelled_key`]).
-    Unmodelled,
-    /// A node-wide key; true when set to what the build cannot do.
-    Node(fn(&Config) -> bool),
-}
-
 /// One key the build cannot honour yet.
 struct NotYet {
     /// Path of the key; `[]` stands for any index (`clients[].rate`).
     path: &'static str,
     /// The missing feature, shown in parentheses.
     feature: &'static str,
-    asks: Asks,
-}
-
-const CLUSTER: &str = "cluster mode: the raft coordinator";
-
-fn coordinator_default() -> CoordinatorConfig {
-    CoordinatorConfig::default()
 }
 
 /// The table. Delete a row when its feature lands.
 const NOT_YET: &[NotYet] = &[
     NotYet {
-        path: "coordinator.mode",
-        feature: "\"cluster\": the raft coordinator; use \"embedded\" or \"redis-lock\"",
-        asks: Asks::Node(|c| c.coordinator.mode == CoordinatorMode::Cluster),
-    },
-    NotYet {
-        path: "coordinator.endpoints",
-        feature: CLUSTER,
-        asks: Asks::Node(|c| !c.coordinator.endpoints.is_empty()),
-    },
-    NotYet {
-        path: "coordinator.heartbeat_interval",
-        feature: CLUSTER,
-        asks: Asks::Node(|c| {
-            c.coordinator.heartbeat_interval != coordinator_default().heartbeat_interval
-        }),
-    },
-    NotYet {
-        path: "coordinator.node_ttl",
-        feature: CLUSTER,
-        asks: Asks::Node(|c| c.coordinator.node_ttl != coordinator_default().node_ttl),
-    },
-    NotYet {
         path: "state.tls",
         feature: "Redis over TLS",
-        asks: Asks::Unmodelled,
     },
     NotYet {
         path: "limits.on_store_error",
         feature: "rate limits",
-        asks: Asks::Unmodelled,
     },
     NotYet {
         path: "clients[].rate",
         feature: "rate limits",
-        asks: Asks::Unmodelled,
     },
     NotYet {
         path: "clients[].burst",
         feature: "rate limits",
-        asks: Asks::Unmodelled,
     },
     NotYet {
         path: "clients[].max_streams",
         feature: "per-client stream limits",
-        asks: Asks::Unmodelled,
     },
     NotYet {
         path: "log",
         feature: "the [log] section: log files and rotation; logs go to stdout, \
                   formatted as --log-format says",
-        asks: Asks::Unmodelled,
     },
 ];
 
@@ -103,19 +58,10 @@ fn refusal(path: String, feature: &str) -> ConfigError {
     ConfigError::new(path, format!("not supported by this build yet ({feature})"))
 }
 
-/// Refuses every modelled key set to something this build cannot honour,
-/// and a `state.redis_url` whose scheme it cannot connect with.
+/// Refuses a `state.redis_url` whose scheme this build cannot connect with.
+/// (Every key of the table is unmodelled: serde refuses it as unknown and
+/// [`unmodelled_key`] names the feature.)
 pub(super) fn check(config: &Config, errors: &mut Vec<ConfigError>) {
-    for row in NOT_YET {
-        match row.asks {
-            Asks::Unmodelled => {}
-            Asks::Node(asks) => {
-                if asks(config) {
-                    errors.push(refusal(row.path.to_string(), row.feature));
-                }
-            }
-        }
-    }
     check_redis_url(&config.state.redis_url, errors);
 }
 
@@ -156,7 +102,7 @@ pub fn unmodelled_key(path: &str) -> Option<ConfigError> {
     let pattern = without_indices(path);
     NOT_YET
         .iter()
-        .find(|row| matches!(row.asks, Asks::Unmodelled) && row.path == pattern)
+        .find(|row| row.path == pattern)
         .map(|row| refusal(path.to_string(), row.feature))
 }
 
@@ -184,50 +130,6 @@ fn without_indices(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn errors(toml_text: &str) -> Vec<String> {
-        let cfg: Config = toml::from_str(toml_text).expect("parse");
-        match cfg.validate() {
-            Ok(()) => Vec::new(),
-            Err(errs) => errs.iter().map(ToString::to_string).collect(),
-        }
-    }
-
-    const ROUTE: &str = "[[upstreams]]\nname = \"u\"\ntargets = [\"http://127.0.0.1:1\"]\n\
-                         [[routes]]\nname = \"r\"\npath_prefix = \"/r/\"\nupstream = \"u\"\n";
-
-    #[test]
-    fn keys_left_at_their_default_are_accepted() {
-        let explicit_defaults = format!(
-            "{ROUTE}[routes.sse]\nreplay = false\non_client_disconnect = \"cancel\"\n\
-             buffer_events = 1000\nproducer_lease = \"2s\"\n\
-             [coordinator]\nmode = \"embedded\"\nheartbeat_interval = \"500ms\"\n"
-        );
-        assert_eq!(errors(&explicit_defaults), Vec::<String>::new());
-    }
-
-    #[test]
-    fn every_modelled_row_is_refused_with_its_path() {
-        let text = format!(
-            "{ROUTE}[routes.sse]\nreplay = true\non_client_disconnect = \"detach\"\n\
-             detach_grace = \"5s\"\nproducer_lease = \"5s\"\nbuffer_events = 10\n\
-             buffer_ttl = \"1m\"\n\
-             [coordinator]\nmode = \"cluster\"\nendpoints = [\"http://c:7070\"]\n\
-             heartbeat_interval = \"1s\"\nnode_ttl = \"9s\"\n"
-        );
-        let errs = errors(&text);
-        for row in NOT_YET
-            .iter()
-            .filter(|r| !matches!(r.asks, Asks::Unmodelled))
-        {
-            let path = row.path.replace("routes[]", "routes[0]");
-            let want = format!("{path}: not supported by this build yet (");
-            assert!(
-                errs.iter().any(|e| e.starts_with(&want)),
-                "{want:?} missing in {errs:#?}"
-            );
-        }
-    }
 
     #[test]
     fn only_plain_redis_urls_are_accepted() {

@@ -126,6 +126,7 @@ impl Config {
             ));
         }
         unsupported::check(self, e);
+        super::coordinator::check(self, e);
         if self.coordinator.mode == CoordinatorMode::RedisLock
             && self.state.backend == StateBackend::Memory
         {
@@ -363,10 +364,10 @@ impl Config {
         if self.state.encryption_key.is_some() {
             if memory {
                 e.push(ConfigError::new("state.encryption_key", NEEDS_REDIS));
-            } else if self.coordinator.mode != CoordinatorMode::RedisLock {
+            } else if self.coordinator.mode == CoordinatorMode::Embedded {
                 e.push(ConfigError::new(
                     "state.encryption_key",
-                    "only applies to coordinator.mode = \"redis-lock\" (the only mode that stores tokens in Redis)",
+                    "only applies to coordinator.mode = \"redis-lock\" or \"cluster\" (the modes that store tokens in Redis)",
                 ));
             }
         }
