@@ -249,9 +249,16 @@ mod tests {
             .iter()
             .filter(|(c, n)| after.get(*c) != Some(*n))
             .collect();
-        assert!(changed.iter().all(|(c, _)| after[*c] == "n3"), "moves go to the new node only");
+        assert!(
+            changed.iter().all(|(c, _)| after[*c] == "n3"),
+            "moves go to the new node only"
+        );
         assert_eq!(applied.moved as usize, changed.len());
-        assert!((60..=140).contains(&changed.len()), "about a third moved: {}", changed.len());
+        assert!(
+            (60..=140).contains(&changed.len()),
+            "about a third moved: {}",
+            changed.len()
+        );
         for (c, o) in a.owners() {
             assert_eq!(o.epoch == 3, changed.iter().any(|(m, _)| *m == c));
         }
@@ -291,7 +298,10 @@ mod tests {
         let mut a = Assignments::default();
         a.apply(1, &join("n1", &all));
         let alone = a.published(&HashMap::new());
-        assert!(alone.iter().all(|x| x.active), "nobody else could act as owner");
+        assert!(
+            alone.iter().all(|x| x.active),
+            "nobody else could act as owner"
+        );
         a.apply(2, &join("n2", &all));
         let mut seen = HashMap::from([("n1".to_string(), 1), ("n2".to_string(), 2)]);
         let moved: Vec<_> = a
@@ -300,7 +310,10 @@ mod tests {
             .filter(|x| x.node == "n2")
             .collect();
         assert!(!moved.is_empty());
-        assert!(moved.iter().all(|x| !x.active && x.since == 2), "n1 has not seen the move");
+        assert!(
+            moved.iter().all(|x| !x.active && x.since == 2),
+            "n1 has not seen the move"
+        );
         let kept = a.published(&seen).into_iter().filter(|x| x.node == "n1");
         assert!(kept.into_iter().all(|x| x.active && x.since == 1));
         seen.insert("n1".into(), 2);
@@ -308,7 +321,9 @@ mod tests {
         a.renew(3);
         let renewed = a.published(&seen);
         assert!(
-            renewed.iter().all(|x| x.active && x.epoch == 3 && x.since <= 2),
+            renewed
+                .iter()
+                .all(|x| x.active && x.epoch == 3 && x.since <= 2),
             "a renewal moves nothing, so it needs no acknowledgement"
         );
     }

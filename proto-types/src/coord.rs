@@ -87,7 +87,10 @@ mod tests {
             node_ttl_ms: 3000,
             seen: 12,
         };
-        assert_eq!(decode::<Heartbeat>(&encode(&hb).expect("encode")).expect("decode"), hb);
+        assert_eq!(
+            decode::<Heartbeat>(&encode(&hb).expect("encode")).expect("decode"),
+            hb
+        );
         let reply = HeartbeatReply {
             leader: 2,
             leader_url: "http://127.0.0.1:7071".into(),

@@ -239,7 +239,10 @@ impl Credential {
         let me = self.clone();
         let result = self
             .cache
-            .obtain(true, move || async move { me.fetch(false, Want::Usable).await })
+            .obtain(
+                true,
+                move || async move { me.fetch(false, Want::Usable).await },
+            )
             .await;
         if let Err(e) = result {
             tracing::warn!(credential = %self.name, error = %e, "refreshing for the cluster failed");

@@ -119,7 +119,12 @@ async fn ask_owner(cred: &Credential, shared: &SharedTokens) {
     if now.saturating_sub(last) < ASK_EVERY_MS
         || cred
             .asked_ms
-            .compare_exchange(last, now, std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Relaxed)
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Relaxed,
+            )
             .is_err()
     {
         return;

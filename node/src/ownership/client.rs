@@ -62,9 +62,8 @@ impl CoordinatorClient {
         path: &str,
         body: &T,
     ) -> Result<HeartbeatReply, CallError> {
-        let payload = Bytes::from(
-            codec::encode(body).map_err(|e| CallError::Unreachable(e.to_string()))?,
-        );
+        let payload =
+            Bytes::from(codec::encode(body).map_err(|e| CallError::Unreachable(e.to_string()))?);
         let mut last = String::from("no endpoint configured");
         for base in self.candidates() {
             match self.attempt(&base, path, payload.clone()).await {
@@ -98,7 +97,12 @@ impl CoordinatorClient {
         out
     }
 
-    async fn attempt(&self, base: &str, path: &str, payload: Bytes) -> Result<HeartbeatReply, String> {
+    async fn attempt(
+        &self,
+        base: &str,
+        path: &str,
+        payload: Bytes,
+    ) -> Result<HeartbeatReply, String> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(format!("{base}{path}"))
@@ -106,7 +110,11 @@ impl CoordinatorClient {
             .body(Full::new(payload))
             .map_err(|e| e.to_string())?;
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|e| e.to_string())?;
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_NODE_BODY)
                 .collect()

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rhizome_proto::config::{CoordinatorConfig, CoordinatorMode};
-use rhizome_proto::coord::{Heartbeat, HeartbeatReply, Leave, HEARTBEAT_PATH, LEAVE_PATH};
+use rhizome_proto::coord::{
+    Assignment, Heartbeat, HeartbeatReply, Leave, HEARTBEAT_PATH, LEAVE_PATH,
+};
 use rhizome_proto::Epoch;
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +40,14 @@ use crate::metrics;
 /// What this node knows of the coordinator's decisions.
 #[derive(Debug, Default)]
 struct View {
-    /// Owner node and epoch by credential, from the last answer.
-    owners: HashMap<String, (String, u64)>,
+    /// Owner by credential, from the last answer.
+    owners: HashMap<String, Assignment>,
+    /// The move (`since`) under which this node saw each of its own
+    /// assignments active: it keeps acting on it while `since` holds, even
+    /// if a new leader, not yet knowing who has seen what, says inactive.
+    activated: HashMap<String, u64>,
+    /// `applied` of the last answer acted on.
+    seen: u64,
     /// Send time of the last acknowledged heartbeat.
     acked_sent: Option<Instant>,
     /// No coordinator answered within the fence: the lock protocol rules.
@@ -67,10 +75,10 @@ impl Shared {
         !view.leaving
             && !view.degraded
             && self.holds_fence(view)
-            && view
-                .owners
-                .get(credential)
-                .is_some_and(|(node, _)| *node == self.node_id)
+            && view.owners.get(credential).is_some_and(|a| {
+                a.node == self.node_id
+                    && (a.active || view.activated.get(credential) == Some(&a.since))
+            })
     }
 }
 
@@ -120,6 +128,7 @@ impl Cluster {
                 node: node_id.to_string(),
                 credentials,
                 node_ttl_ms: u64::try_from(cfg.node_ttl.as_millis()).unwrap_or(u64::MAX),
+                seen: 0,
             },
             interval: cfg.heartbeat_interval,
             refreshers,
@@ -135,8 +144,12 @@ impl Cluster {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            let heartbeat = Heartbeat {
+                seen: self.shared.view.lock().seen,
+                ..self.heartbeat.clone()
+            };
             let sent = Instant::now();
-            match self.client.call(HEARTBEAT_PATH, &self.heartbeat).await {
+            match self.client.call(HEARTBEAT_PATH, &heartbeat).await {
                 Ok(reply) => self.learn(sent, &reply, &shutdown),
                 Err(e) => self.silence(&e.to_string(), &shutdown),
             }
@@ -146,10 +159,10 @@ impl Cluster {
 
     /// A heartbeat sent at `sent` was acknowledged with `reply`.
     fn learn(&self, sent: Instant, reply: &HeartbeatReply, shutdown: &CancellationToken) {
-        let owners: HashMap<String, (String, u64)> = reply
+        let owners: HashMap<String, Assignment> = reply
             .assignments
             .iter()
-            .map(|a| (a.credential.clone(), (a.node.clone(), a.epoch)))
+            .map(|a| (a.credential.clone(), a.clone()))
             .collect();
         let (before, was_degraded) = {
             let mut view = self.shared.view.lock();
@@ -162,18 +175,32 @@ impl Cluster {
                 .collect();
             let was_degraded = std::mem::take(&mut view.degraded);
             view.acked_sent = Some(sent);
+            view.seen = view.seen.max(reply.applied);
+            let node_id = &self.shared.node_id;
+            view.activated.retain(|c, since| {
+                owners
+                    .get(c)
+                    .is_some_and(|a| a.node == *node_id && a.since == *since)
+            });
+            for a in owners.values().filter(|a| a.active && a.node == *node_id) {
+                view.activated.insert(a.credential.clone(), a.since);
+            }
             view.owners = owners;
             (before, was_degraded)
         };
         if was_degraded {
-            tracing::info!(leader = reply.leader, term = reply.term, "coordinator answers again; ownership back to normal");
+            tracing::info!(
+                leader = reply.leader,
+                term = reply.term,
+                "coordinator answers again; ownership back to normal"
+            );
             metrics::ownership_degraded(false);
             self.refreshers.stop_all();
         }
         let view = self.shared.view.lock();
         for (cred, owned_before) in self.shared_credentials().zip(before) {
-            if let Some((_, epoch)) = view.owners.get(&cred.name) {
-                cred.set_assignment(*epoch);
+            if let Some(a) = view.owners.get(&cred.name) {
+                cred.set_assignment(a.epoch);
             }
             let owned = self.shared.owns(&view, &cred.name);
             metrics::credential_owned(&cred.name, owned);
@@ -191,7 +218,11 @@ impl Cluster {
         view: &View,
         shutdown: &CancellationToken,
     ) {
-        let (owner, epoch) = view.owners.get(&cred.name).cloned().unwrap_or_default();
+        let (owner, epoch) = view
+            .owners
+            .get(&cred.name)
+            .map(|a| (a.node.clone(), a.epoch))
+            .unwrap_or_default();
         if owned {
             tracing::info!(credential = %cred.name, epoch, "this node owns the credential");
             self.refreshers.start(&cred.name, true, shutdown);
@@ -229,7 +260,9 @@ impl Cluster {
         };
         match self.client.call(LEAVE_PATH, &goodbye).await {
             Ok(_) => tracing::info!("left the coordinator: credentials handed over"),
-            Err(e) => tracing::warn!(error = %e, "could not say goodbye; credentials move after node_ttl"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not say goodbye; credentials move after node_ttl")
+            }
         }
     }
 
@@ -269,10 +302,16 @@ impl Ownership for Arc<Cluster> {
             "any node (degraded: redis-lock)".to_string()
         } else {
             match view.owners.get(&credential.name) {
-                Some((node, _)) if *node == self.shared.node_id && !self.shared.owns(&view, &credential.name) => {
-                    format!("{node} (stepped down: no acknowledged heartbeat)")
+                Some(a)
+                    if a.node == self.shared.node_id
+                        && !self.shared.owns(&view, &credential.name) =>
+                {
+                    format!(
+                        "{} (not acting: handover pending or no acknowledged heartbeat)",
+                        a.node
+                    )
                 }
-                Some((node, _)) => node.clone(),
+                Some(a) => a.node.clone(),
                 None => "unassigned".to_string(),
             }
         };

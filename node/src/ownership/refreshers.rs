@@ -55,7 +55,8 @@ impl Refreshers {
         }
         let stop = parent.child_token();
         running.insert(name.to_string(), stop.clone());
-        self.tasks.spawn(cred.clone().refresh_ahead(keep_fresh, stop));
+        self.tasks
+            .spawn(cred.clone().refresh_ahead(keep_fresh, stop));
     }
 
     /// Stops refreshing `name`.

@@ -120,7 +120,8 @@ mod tests {
     fn cluster_mode_without_endpoints_is_refused_naming_the_field() {
         let errs = errors(&format!("{REDIS}[coordinator]\nmode = \"cluster\"\n"));
         assert!(
-            errs.iter().any(|e| e.starts_with("coordinator.endpoints: required")),
+            errs.iter()
+                .any(|e| e.starts_with("coordinator.endpoints: required")),
             "{errs:?}"
         );
     }
@@ -138,9 +139,15 @@ mod tests {
             "coordinator.endpoints[2]: must be http://host:port",
             "coordinator.node_ttl: must be at least 3 × heartbeat_interval",
         ] {
-            assert!(errs.iter().any(|e| e.starts_with(want)), "{want:?} in {errs:?}");
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{want:?} in {errs:?}"
+            );
         }
-        assert!(!errs.iter().any(|e| e.contains("u:p")), "never echo credentials");
+        assert!(
+            !errs.iter().any(|e| e.contains("u:p")),
+            "never echo credentials"
+        );
         let ok = errors(&format!(
             "{REDIS}[coordinator]\nmode = \"cluster\"\nendpoints = [\"http://127.0.0.1:7070/\"]\n\
              heartbeat_interval = \"200ms\"\nnode_ttl = \"1s\"\n"
@@ -160,7 +167,12 @@ mod tests {
         assert!(errs.contains(
             &"coordinator.node_ttl: only applies to coordinator.mode = \"cluster\"".to_string()
         ));
-        let defaults = errors("[coordinator]\nmode = \"embedded\"\nheartbeat_interval = \"500ms\"\n");
-        assert_eq!(defaults, Vec::<String>::new(), "a key at its default asks for nothing");
+        let defaults =
+            errors("[coordinator]\nmode = \"embedded\"\nheartbeat_interval = \"500ms\"\n");
+        assert_eq!(
+            defaults,
+            Vec::<String>::new(),
+            "a key at its default asks for nothing"
+        );
     }
 }
