@@ -38,6 +38,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// An unexpected internal failure; details are in the node's log.
     Internal,
+    /// The coordinator replica knows no leader to answer a node call (or
+    /// was handed a call forwarded to it while not leading): try another.
+    NoLeader,
 }
 
 impl ErrorCode {
@@ -59,6 +62,7 @@ impl ErrorCode {
             ErrorCode::SessionNotFound => "session_not_found",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::NoLeader => "no_leader",
         }
     }
 
@@ -69,7 +73,8 @@ impl ErrorCode {
             ErrorCode::ClientUnauthorized | ErrorCode::AdminUnauthorized => 401,
             ErrorCode::NoHealthyCredential
             | ErrorCode::StateStoreUnavailable
-            | ErrorCode::ShuttingDown => 503,
+            | ErrorCode::ShuttingDown
+            | ErrorCode::NoLeader => 503,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::BadRequest => 400,
             ErrorCode::HeadersTooLarge => 431,
@@ -90,6 +95,7 @@ mod tests {
             ErrorCode::NoRoute,
             ErrorCode::NoHealthyCredential,
             ErrorCode::Internal,
+            ErrorCode::NoLeader,
         ] {
             let json = format!("\"{}\"", code.as_str());
             let parsed: ErrorCode = serde_json_like(&json);
