@@ -1,0 +1,241 @@
+//! Node liveness, in the leader's memory only (never in the log): when each
+//! node was last heard from, and the `seen` index its last heartbeat
+//! reported (which makes moves active, see [`crate::assign`]).
+//!
+//! A replica taking office as leader starts every live node's timer at that
+//! moment, so a new leader waits a node's whole `node_ttl` before declaring
+//! it dead; a node that shows up in the state machine later (an entry of
+//! the previous term applied after the election) starts its timer when it is
+//! first looked at. Losing leadership clears everything. [`run`] checks the
+//! timers every [`CHECK_EVERY`] while this replica leads and commits
+//! [`Command::Dead`] for every node silent longer than its ttl.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::assign::{Command, NodeInfo};
+
+/// How often the leader looks for silent nodes.
+pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// The leader's view of which nodes are alive.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Term in which this replica took office; `None` while not leading.
+    office: Option<u64>,
+    last_seen: HashMap<String, Instant>,
+    seen: HashMap<String, u64>,
+}
+
+impl Liveness {
+    /// Records a heartbeat of `node` reporting `seen`.
+    pub fn heartbeat(&self, node: &str, seen: u64) {
+        let mut inner = self.inner.lock();
+        inner.last_seen.insert(node.to_string(), Instant::now());
+        inner.seen.insert(node.to_string(), seen);
+    }
+
+    /// Forgets `node` (it left or was declared dead).
+    pub fn forget(&self, node: &str) {
+        let mut inner = self.inner.lock();
+        inner.last_seen.remove(node);
+        inner.seen.remove(node);
+    }
+
+    /// The `seen` index each node last reported.
+    pub fn seen(&self) -> HashMap<String, u64> {
+        self.inner.lock().seen.clone()
+    }
+
+    /// Called while this replica leads in `term`: the first call of a term
+    /// starts every timer of `nodes` now; true on that first call.
+    pub fn take_office<'a>(&self, term: u64, nodes: impl Iterator<Item = &'a String>) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.office == Some(term) {
+            return false;
+        }
+        let now = Instant::now();
+        inner.office = Some(term);
+        inner.last_seen = nodes.map(|n| (n.clone(), now)).collect();
+        inner.seen.clear();
+        true
+    }
+
+    /// Called while this replica does not lead: forgets everything. True
+    /// when it led until now.
+    pub fn step_down(&self) -> bool {
+        let mut inner = self.inner.lock();
+        let was = inner.office.take().is_some();
+        inner.last_seen.clear();
+        inner.seen.clear();
+        was
+    }
+
+    /// The nodes of `nodes` silent for longer than their ttl at `now`, with
+    /// their silence. Nodes without a timer get one starting `now`; timers of
+    /// nodes no longer live are dropped.
+    pub fn expired(
+        &self,
+        nodes: &BTreeMap<String, NodeInfo>,
+        now: Instant,
+    ) -> Vec<(String, Duration)> {
+        let mut inner = self.inner.lock();
+        inner.last_seen.retain(|n, _| nodes.contains_key(n));
+        let mut out = Vec::new();
+        for (node, info) in nodes {
+            let since = *inner.last_seen.entry(node.clone()).or_insert(now);
+            let silent = now.saturating_duration_since(since);
+            if silent > Duration::from_millis(info.node_ttl_ms) {
+                out.push((node.clone(), silent));
+            }
+        }
+        out
+    }
+
+    /// True unless the leader has heard nothing from `node` for `ttl`.
+    pub fn is_live(&self, node: &str, ttl: Duration, now: Instant) -> bool {
+        self.inner
+            .lock()
+            .last_seen
+            .get(node)
+            .is_none_or(|t| now.saturating_duration_since(*t) <= ttl)
+    }
+
+    /// Live nodes among `nodes` by the leader's timers.
+    pub fn count_live(&self, nodes: &BTreeMap<String, NodeInfo>, now: Instant) -> usize {
+        nodes
+            .iter()
+            .filter(|(n, i)| self.is_live(n, Duration::from_millis(i.node_ttl_ms), now))
+            .count()
+    }
+}
+
+/// Every [`CHECK_EVERY`] until `shutdown`: while this replica leads, takes
+/// office once per term and declares silent nodes dead; otherwise forgets.
+/// Keeps the metrics gauges current on the way.
+pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(CHECK_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        check(&app).await;
+        app.record_metrics();
+    }
+}
+
+async fn check(app: &App) {
+    let Some(term) = app.leading_term() else {
+        if app.liveness.step_down() {
+            tracing::info!("no longer the leader: liveness timers dropped");
+        }
+        return;
+    };
+    if !app.leader_ready() {
+        return;
+    }
+    let nodes = app.sm.assignments().nodes().clone();
+    if app.liveness.take_office(term, nodes.keys()) {
+        tracing::info!(
+            term,
+            nodes = nodes.len(),
+            "took office: every node's timer starts now"
+        );
+    }
+    for (node, silent) in app.liveness.expired(&nodes, Instant::now()) {
+        let ttl_ms = nodes.get(&node).map_or(0, |i| i.node_ttl_ms);
+        if app
+            .liveness
+            .is_live(&node, Duration::from_millis(ttl_ms), Instant::now())
+        {
+            continue; // heard from while an earlier death was committed
+        }
+        match app.write(Command::Dead { node: node.clone() }).await {
+            Ok(applied) => {
+                app.liveness.forget(&node);
+                tracing::info!(
+                    node = %node,
+                    silent_ms = u64::try_from(silent.as_millis()).unwrap_or(u64::MAX),
+                    ttl_ms,
+                    moved = applied.moved,
+                    "node declared dead"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(node = %node, error = %e, "could not declare a silent node dead");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn info(ttl_ms: u64) -> NodeInfo {
+        NodeInfo {
+            credentials: BTreeSet::new(),
+            node_ttl_ms: ttl_ms,
+        }
+    }
+
+    #[test]
+    fn a_new_term_starts_every_timer_and_silence_expires_by_the_nodes_own_ttl() {
+        let l = Liveness::default();
+        let nodes = BTreeMap::from([("a".to_string(), info(1000)), ("b".to_string(), info(5000))]);
+        assert!(l.take_office(3, nodes.keys()));
+        assert!(!l.take_office(3, nodes.keys()), "once per term");
+        let now = Instant::now();
+        assert!(l.expired(&nodes, now).is_empty());
+        let later = now + Duration::from_millis(2000);
+        l.heartbeat("b", 7);
+        let dead: Vec<String> = l
+            .expired(&nodes, later)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(dead, ["a"]);
+        assert!(!l.is_live("a", Duration::from_millis(1000), later));
+        assert!(l.is_live("b", Duration::from_millis(5000), later));
+        assert_eq!(l.count_live(&nodes, later), 1);
+        assert_eq!(l.seen().get("b"), Some(&7));
+    }
+
+    #[test]
+    fn a_node_first_looked_at_gets_a_full_ttl_and_stepping_down_forgets() {
+        let l = Liveness::default();
+        assert!(l.take_office(1, std::iter::empty()));
+        let nodes = BTreeMap::from([("late".to_string(), info(1000))]);
+        let t0 = Instant::now() + Duration::from_secs(60);
+        assert!(
+            l.expired(&nodes, t0).is_empty(),
+            "timer starts when first seen"
+        );
+        assert!(l
+            .expired(&nodes, t0 + Duration::from_millis(900))
+            .is_empty());
+        assert_eq!(l.expired(&nodes, t0 + Duration::from_millis(1100)).len(), 1);
+        l.heartbeat("late", 2);
+        assert!(l.step_down());
+        assert!(!l.step_down());
+        assert!(l.seen().is_empty());
+        assert!(
+            l.take_office(2, nodes.keys()),
+            "a new term takes office again"
+        );
+    }
+}
