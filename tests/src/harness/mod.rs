@@ -7,6 +7,7 @@
 //! Every wait here has a deadline; children are killed when dropped.
 
 pub mod cli;
+pub mod coordinator;
 pub mod fixture;
 pub mod http;
 pub mod mcp;
