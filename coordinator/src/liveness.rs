@@ -58,7 +58,8 @@ impl Liveness {
     }
 
     /// Called while this replica leads in `term`: the first call of a term
-    /// starts every timer of `nodes` now; true on that first call.
+    /// starts every timer of `nodes` now; true on that first call. The
+    /// `seen` indices heartbeats reported meanwhile stay: they are facts.
     pub fn take_office<'a>(&self, term: u64, nodes: impl Iterator<Item = &'a String>) -> bool {
         let mut inner = self.inner.lock();
         if inner.office == Some(term) {
@@ -67,7 +68,6 @@ impl Liveness {
         let now = Instant::now();
         inner.office = Some(term);
         inner.last_seen = nodes.map(|n| (n.clone(), now)).collect();
-        inner.seen.clear();
         true
     }
 

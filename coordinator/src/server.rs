@@ -67,10 +67,12 @@ async fn watch_leader(app: Arc<App>, stop: CancellationToken) {
             (m.current_leader, m.current_term)
         };
         if (leader, term) != known && (leader.is_some() || known.0.is_some()) {
-            if leader == Some(app.config.id) {
-                tracing::info!(term, "this replica is the leader");
-            } else {
-                tracing::info!(leader = ?leader, term, "leader changed");
+            match leader {
+                Some(id) if id == app.config.id => {
+                    tracing::info!(term, "this replica is the leader")
+                }
+                Some(id) => tracing::info!(leader = id, term, "leader changed"),
+                None => tracing::info!(term, "no leader"),
             }
         }
         known = (leader, term);
