@@ -336,3 +336,66 @@ impl Ownership for Arc<Cluster> {
         self.give_up();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(cred: &str, node: &str, since: u64, active: bool) -> Assignment {
+        Assignment {
+            credential: cred.into(),
+            node: node.into(),
+            epoch: since,
+            since,
+            active,
+        }
+    }
+
+    fn shared(owners: Vec<Assignment>, acked_ago: Duration) -> Shared {
+        let view = View {
+            owners: owners
+                .into_iter()
+                .map(|a| (a.credential.clone(), a))
+                .collect(),
+            acked_sent: Instant::now().checked_sub(acked_ago),
+            ..View::default()
+        };
+        Shared {
+            node_id: "me".into(),
+            fence: Duration::from_secs(2),
+            view: Mutex::new(view),
+        }
+    }
+
+    #[test]
+    fn a_node_owns_only_active_assignments_within_its_fence() {
+        let s = shared(
+            vec![
+                assignment("mine", "me", 5, true),
+                assignment("pending", "me", 7, false),
+                assignment("theirs", "other", 3, true),
+            ],
+            Duration::from_millis(100),
+        );
+        assert_eq!(s.role("mine"), Role::Owner);
+        assert_eq!(s.role("pending"), Role::Reader, "a move nobody confirmed yet");
+        assert_eq!(s.role("theirs"), Role::Reader);
+        assert_eq!(s.role("unassigned"), Role::Any, "the lock protocol until assigned");
+        s.view.lock().activated.insert("pending".into(), 7);
+        assert_eq!(s.role("pending"), Role::Owner, "once seen active, kept");
+        s.view.lock().activated.insert("pending".into(), 6);
+        assert_eq!(s.role("pending"), Role::Reader, "an older activation does not count");
+    }
+
+    #[test]
+    fn the_fence_runs_from_the_send_time_of_the_last_acknowledged_heartbeat() {
+        let s = shared(vec![assignment("mine", "me", 5, true)], Duration::from_millis(2100));
+        assert_eq!(s.role("mine"), Role::Reader, "stepped down after the fence");
+        s.view.lock().acked_sent = None;
+        assert_eq!(s.role("mine"), Role::Reader, "never acknowledged: never owner");
+        s.view.lock().degraded = true;
+        assert_eq!(s.role("mine"), Role::Any, "degraded: the lock protocol");
+        s.view.lock().leaving = true;
+        assert_eq!(s.role("mine"), Role::Reader, "leaving: owns nothing");
+    }
+}
