@@ -86,8 +86,9 @@ async fn g1_one_token_call_per_credential_per_cycle_and_one_owner_at_every_sampl
     let stats = world.mock.stats().await;
     assert_eq!(stats["expired_seen"], 0, "{stats}");
     assert_eq!(stats["rejected"], 0, "{stats}");
-    // 6 s tokens are refreshed at half-life (3 s) + the 200 ms call.
-    let cycles = run.as_secs_f64() / 3.2;
+    // 6 s tokens are refreshed 2 s (refresh_margin) before expiry, after
+    // 4 s, plus the 200 ms of the call.
+    let cycles = run.as_secs_f64() / 4.2;
     for p in 1..=POOL {
         let client = format!("svc-p{p}");
         let calls = stats["token_calls"][&client].as_u64().expect("calls") as f64;
@@ -96,6 +97,33 @@ async fn g1_one_token_call_per_credential_per_cycle_and_one_owner_at_every_sampl
             "{client}: {calls} token calls for {cycles:.0} cycles ({total} requests): {stats}"
         );
         assert_eq!(stats["token_overlaps"].get(&client), None, "{client}: overlapping refreshes: {stats}");
+    }
+    // The metric agrees: each shared credential is owned on exactly one node,
+    // and every node shows the same owner and epoch.
+    let mut views = Vec::new();
+    for n in 0..3 {
+        views.push(ownership::credentials_view(&world.nodes[n].admin_url("")).await.expect("view"));
+    }
+    for cred in ownership::shared_credentials() {
+        let mut owned = 0.0;
+        for n in 0..3 {
+            let series = format!("rhizome_credential_owned{{credential=\"{cred}\"}}");
+            owned += world.nodes[n].metric(&series).await.unwrap_or(0.0);
+        }
+        assert_eq!(owned, 1.0, "{cred} owned on exactly one node");
+        let seen: Vec<(String, String)> = views
+            .iter()
+            .map(|v| {
+                let c = v["credentials"]
+                    .as_array()
+                    .expect("list")
+                    .iter()
+                    .find(|c| c["name"] == cred.as_str())
+                    .expect("listed");
+                (c["owner"].as_str().unwrap_or_default().to_string(), c["epoch"].as_str().unwrap_or_default().to_string())
+            })
+            .collect();
+        assert!(seen.windows(2).all(|w| w[0].0 == w[1].0), "{cred}: owners differ: {seen:?}");
     }
     println!("G1: {samples} samples, no double owner; token calls {}", stats["token_calls"]);
     world.env.assert_logs_clean();

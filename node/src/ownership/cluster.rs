@@ -206,7 +206,7 @@ impl Cluster {
                 "coordinator answers again; ownership back to normal"
             );
             metrics::ownership_degraded(false);
-            self.refreshers.stop_all();
+            self.stop_shared();
         }
         let view = self.shared.view.lock();
         for (cred, owned_before) in self.shared_credentials().zip(before) {
@@ -256,7 +256,7 @@ impl Cluster {
         drop(view);
         tracing::warn!(error, "no coordinator answered within node_ttl - 2 x heartbeat_interval; degraded: refreshing under the Redis lock");
         metrics::ownership_degraded(true);
-        self.refreshers.stop_all();
+        self.stop_shared();
         for cred in self.shared_credentials() {
             metrics::credential_owned(&cred.name, false);
             self.refreshers.start(&cred.name, false, shutdown);
@@ -274,6 +274,14 @@ impl Cluster {
             Err(e) => {
                 tracing::warn!(error = %e, "could not say goodbye; credentials move after node_ttl")
             }
+        }
+    }
+
+    /// Stops the refreshers of the shared credentials (those of static keys
+    /// and JWTs, which every node runs for itself, keep running).
+    fn stop_shared(&self) {
+        for cred in self.shared_credentials() {
+            self.refreshers.stop(&cred.name);
         }
     }
 
