@@ -37,7 +37,8 @@ use super::{Owner, Ownership, Refreshers};
 use crate::credentials::{Authority, Credential, Role};
 use crate::metrics;
 
-/// How soon a heartbeat nobody acknowledged is tried again.
+/// How soon a heartbeat nobody acknowledged is tried again, and how soon
+/// a change is acknowledged.
 const RETRY: Duration = Duration::from_millis(100);
 
 /// What this node knows of the coordinator's decisions.
@@ -156,8 +157,15 @@ impl Cluster {
             let sent = Instant::now();
             match self.client.call(HEARTBEAT_PATH, &heartbeat).await {
                 Ok(reply) => {
+                    // Something moved: acknowledge it soon, so that moves
+                    // waiting for everybody to have seen them become active.
+                    let pace = if reply.applied > heartbeat.seen {
+                        self.interval.min(RETRY)
+                    } else {
+                        self.interval
+                    };
                     self.learn(sent, &reply, &shutdown);
-                    next = tokio::time::Instant::from_std(sent) + self.interval;
+                    next = tokio::time::Instant::from_std(sent) + pace;
                 }
                 Err(e) => {
                     self.silence(&e.to_string(), &shutdown);
@@ -237,6 +245,9 @@ impl Cluster {
         if owned {
             tracing::info!(credential = %cred.name, epoch, "this node owns the credential");
             self.refreshers.start(&cred.name, true, shutdown);
+            // Readers may be waiting for a token the previous owner never
+            // wrote: serve them now rather than on their next ask.
+            self.refreshers.tasks().spawn(cred.clone().serve_peers());
         } else {
             tracing::info!(credential = %cred.name, owner = %owner, epoch, "credential owned elsewhere");
             self.refreshers.stop(&cred.name);
