@@ -45,6 +45,10 @@ pub enum Command {
         /// Node id.
         node: String,
     },
+    /// A leader took office: every assignment is recommitted under this
+    /// entry's index (a leader restarted in its old term appends no blank
+    /// entry, so the leader proposes this itself).
+    Renew,
 }
 
 impl std::fmt::Display for Command {
@@ -53,6 +57,7 @@ impl std::fmt::Display for Command {
             Command::Join { node, .. } => write!(f, "join {node}"),
             Command::Leave { node } => write!(f, "leave {node}"),
             Command::Dead { node } => write!(f, "dead {node}"),
+            Command::Renew => write!(f, "renew"),
         }
     }
 }
@@ -108,6 +113,10 @@ impl Assignments {
             }
             Command::Leave { node } | Command::Dead { node } => {
                 self.nodes.remove(node);
+            }
+            Command::Renew => {
+                self.renew(index);
+                return Applied::default();
             }
         }
         self.reassign(index)

@@ -302,7 +302,9 @@ impl Credential {
     }
 
     /// Obtains a new token now, unless one was obtained while waiting.
-    /// With shared tokens the whole cluster gets the new one.
+    /// With shared tokens the whole cluster gets the new one; on a node that
+    /// does not own the credential (cluster mode) that is done by
+    /// invalidating the shared record, which makes its owner refresh.
     pub async fn refresh(self: &Arc<Self>) -> Result<Arc<Token>, TokenError> {
         let mut seen = self.cache.peek().map_or(0, |t| t.version);
         if let Some(shared) = &self.shared {
@@ -311,6 +313,9 @@ impl Credential {
                 .await
                 .map_err(TokenError::StateStore)?;
             seen = seen.max(record.map_or(0, |r| r.version));
+            if self.role() == Role::Reader {
+                self.invalidate_shared(shared, seen).await;
+            }
         }
         let me = self.clone();
         self.cache
@@ -356,24 +361,27 @@ impl Credential {
     pub async fn invalidate(&self, version: u64) -> bool {
         let local = self.cache.invalidate(version);
         if let (true, Some(shared)) = (local, &self.shared) {
-            match shared.invalidate(&self.name, version).await {
-                Ok(true) => {
-                    crate::state::events::publish(
-                        shared.redis(),
-                        &StateEvent::Invalidated {
-                            credential: self.name.clone(),
-                            version,
-                        },
-                    )
-                    .await
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(credential = %self.name, error = %e, "shared invalidation failed")
-                }
-            }
+            self.invalidate_shared(shared, version).await;
         }
         local
+    }
+
+    /// Invalidates `version` in shared state (compare-and-set) and
+    /// announces it; failures are logged, the caller carries on.
+    async fn invalidate_shared(&self, shared: &SharedTokens, version: u64) {
+        match shared.invalidate(&self.name, version).await {
+            Ok(true) => {
+                let event = StateEvent::Invalidated {
+                    credential: self.name.clone(),
+                    version,
+                };
+                crate::state::events::publish(shared.redis(), &event).await
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(credential = %self.name, error = %e, "shared invalidation failed")
+            }
+        }
     }
 
     /// Version of the cached token, if any.

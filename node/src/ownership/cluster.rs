@@ -37,6 +37,10 @@ use super::{Owner, Ownership, Refreshers};
 use crate::credentials::{Authority, Credential, Role};
 use crate::metrics;
 
+/// How soon a heartbeat nobody acknowledged is tried again, and how soon
+/// a change is acknowledged.
+const RETRY: Duration = Duration::from_millis(100);
+
 /// What this node knows of the coordinator's decisions.
 #[derive(Debug, Default)]
 struct View {
@@ -135,14 +139,16 @@ impl Cluster {
         }
     }
 
-    /// Heartbeats until `shutdown`, then steps down and says goodbye.
+    /// Heartbeats until `shutdown`, then steps down and says goodbye. After
+    /// a heartbeat nobody acknowledged, the next one goes out after
+    /// [`RETRY`] rather than a whole interval: during a raft election the
+    /// new leader is heard from as soon as it is there, well within the fence.
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(next) => {}
             }
             let heartbeat = Heartbeat {
                 seen: self.shared.view.lock().seen,
@@ -150,8 +156,21 @@ impl Cluster {
             };
             let sent = Instant::now();
             match self.client.call(HEARTBEAT_PATH, &heartbeat).await {
-                Ok(reply) => self.learn(sent, &reply, &shutdown),
-                Err(e) => self.silence(&e.to_string(), &shutdown),
+                Ok(reply) => {
+                    // Something moved: acknowledge it soon, so that moves
+                    // waiting for everybody to have seen them become active.
+                    let pace = if reply.applied > heartbeat.seen {
+                        self.interval.min(RETRY)
+                    } else {
+                        self.interval
+                    };
+                    self.learn(sent, &reply, &shutdown);
+                    next = tokio::time::Instant::from_std(sent) + pace;
+                }
+                Err(e) => {
+                    self.silence(&e.to_string(), &shutdown);
+                    next = tokio::time::Instant::now() + self.interval.min(RETRY);
+                }
             }
         }
         self.leave().await;
@@ -195,7 +214,7 @@ impl Cluster {
                 "coordinator answers again; ownership back to normal"
             );
             metrics::ownership_degraded(false);
-            self.refreshers.stop_all();
+            self.stop_shared();
         }
         let view = self.shared.view.lock();
         for (cred, owned_before) in self.shared_credentials().zip(before) {
@@ -226,6 +245,9 @@ impl Cluster {
         if owned {
             tracing::info!(credential = %cred.name, epoch, "this node owns the credential");
             self.refreshers.start(&cred.name, true, shutdown);
+            // Readers may be waiting for a token the previous owner never
+            // wrote: serve them now rather than on their next ask.
+            self.refreshers.tasks().spawn(cred.clone().serve_peers());
         } else {
             tracing::info!(credential = %cred.name, owner = %owner, epoch, "credential owned elsewhere");
             self.refreshers.stop(&cred.name);
@@ -245,7 +267,7 @@ impl Cluster {
         drop(view);
         tracing::warn!(error, "no coordinator answered within node_ttl - 2 x heartbeat_interval; degraded: refreshing under the Redis lock");
         metrics::ownership_degraded(true);
-        self.refreshers.stop_all();
+        self.stop_shared();
         for cred in self.shared_credentials() {
             metrics::credential_owned(&cred.name, false);
             self.refreshers.start(&cred.name, false, shutdown);
@@ -263,6 +285,14 @@ impl Cluster {
             Err(e) => {
                 tracing::warn!(error = %e, "could not say goodbye; credentials move after node_ttl")
             }
+        }
+    }
+
+    /// Stops the refreshers of the shared credentials (those of static keys
+    /// and JWTs, which every node runs for itself, keep running).
+    fn stop_shared(&self) {
+        for cred in self.shared_credentials() {
+            self.refreshers.stop(&cred.name);
         }
     }
 
@@ -334,5 +364,68 @@ impl Ownership for Arc<Cluster> {
 
     fn step_down(&self) {
         self.give_up();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(cred: &str, node: &str, since: u64, active: bool) -> Assignment {
+        Assignment {
+            credential: cred.into(),
+            node: node.into(),
+            epoch: since,
+            since,
+            active,
+        }
+    }
+
+    fn shared(owners: Vec<Assignment>, acked_ago: Duration) -> Shared {
+        let view = View {
+            owners: owners
+                .into_iter()
+                .map(|a| (a.credential.clone(), a))
+                .collect(),
+            acked_sent: Instant::now().checked_sub(acked_ago),
+            ..View::default()
+        };
+        Shared {
+            node_id: "me".into(),
+            fence: Duration::from_secs(2),
+            view: Mutex::new(view),
+        }
+    }
+
+    #[test]
+    fn a_node_owns_only_active_assignments_within_its_fence() {
+        let s = shared(
+            vec![
+                assignment("mine", "me", 5, true),
+                assignment("pending", "me", 7, false),
+                assignment("theirs", "other", 3, true),
+            ],
+            Duration::from_millis(100),
+        );
+        assert_eq!(s.role("mine"), Role::Owner);
+        assert_eq!(s.role("pending"), Role::Reader, "a move nobody confirmed yet");
+        assert_eq!(s.role("theirs"), Role::Reader);
+        assert_eq!(s.role("unassigned"), Role::Any, "the lock protocol until assigned");
+        s.view.lock().activated.insert("pending".into(), 7);
+        assert_eq!(s.role("pending"), Role::Owner, "once seen active, kept");
+        s.view.lock().activated.insert("pending".into(), 6);
+        assert_eq!(s.role("pending"), Role::Reader, "an older activation does not count");
+    }
+
+    #[test]
+    fn the_fence_runs_from_the_send_time_of_the_last_acknowledged_heartbeat() {
+        let s = shared(vec![assignment("mine", "me", 5, true)], Duration::from_millis(2100));
+        assert_eq!(s.role("mine"), Role::Reader, "stepped down after the fence");
+        s.view.lock().acked_sent = None;
+        assert_eq!(s.role("mine"), Role::Reader, "never acknowledged: never owner");
+        s.view.lock().degraded = true;
+        assert_eq!(s.role("mine"), Role::Any, "degraded: the lock protocol");
+        s.view.lock().leaving = true;
+        assert_eq!(s.role("mine"), Role::Reader, "leaving: owns nothing");
     }
 }

@@ -115,6 +115,32 @@ impl Client {
         }
     }
 
+    /// `GET` that gives up quietly: `None` when the server does not answer
+    /// completely within `deadline` (a killed or frozen process).
+    pub async fn try_get(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        deadline: Duration,
+    ) -> Option<Resp> {
+        let mut req = Request::builder().method(Method::GET).uri(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::new())).ok()?;
+        let exchange = async {
+            let resp = self.inner.request(req).await.ok()?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.ok()?.to_bytes();
+            Some(Resp {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(deadline, exchange).await.ok().flatten()
+    }
+
     /// `GET`.
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Resp {
         self.send(Method::GET, url, headers, Bytes::new()).await

@@ -12,6 +12,7 @@ pub mod fixture;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod ownership;
 pub mod redis;
 pub mod secrets;
 pub mod sse;

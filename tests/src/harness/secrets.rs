@@ -12,6 +12,8 @@ pub const OTHER_CLIENT_KEY: &str = "ck-other-5c6d7e8f9a0b";
 pub const OAUTH_SECRET_A: &str = "cs-alpha-0d9e8f7a6b5c";
 /// OAuth client secret of `svc-b`.
 pub const OAUTH_SECRET_B: &str = "cs-bravo-1a2b3c4d5e6f";
+/// OAuth client secret of the pool clients `svc-p1` … (ownership tests).
+pub const OAUTH_SECRET_POOL: &str = "cs-pool-6e5d4c3b2a19";
 /// HS256 signing secret.
 pub const JWT_HS256_SECRET: &str = "hs-secret-9a8b7c6d5e4f3a2b";
 /// A static upstream API key.
@@ -20,11 +22,12 @@ pub const STATIC_KEY: &str = "sk-static-3e4f5a6b7c8d";
 pub const ADMIN_TOKEN: &str = "at-admin-2b3c4d5e6f7a";
 
 /// Every literal secret above.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     CLIENT_KEY,
     OTHER_CLIENT_KEY,
     OAUTH_SECRET_A,
     OAUTH_SECRET_B,
+    OAUTH_SECRET_POOL,
     JWT_HS256_SECRET,
     STATIC_KEY,
     ADMIN_TOKEN,

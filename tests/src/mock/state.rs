@@ -88,6 +88,12 @@ pub(crate) struct AuthMethodCounts {
 pub(crate) struct Stats {
     pub token_calls_total: u64,
     pub token_calls: BTreeMap<String, u64>,
+    /// Token calls that started while another call of the same client was
+    /// still being answered (two refreshes of one credential at once).
+    pub token_overlaps: BTreeMap<String, u64>,
+    /// Token calls being answered, by client.
+    #[serde(skip)]
+    pub token_in_flight: BTreeMap<String, u64>,
     pub token_auth_methods: AuthMethodCounts,
     pub api_requests: u64,
     pub rejected: u64,

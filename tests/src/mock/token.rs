@@ -124,6 +124,7 @@ pub(crate) async fn token(
         (None, None) => (None, None),
     };
 
+    let _in_flight = client.as_ref().map(|(id, _)| InFlight::enter(&state, id));
     {
         let mut stats = lock(&state.stats);
         stats.token_calls_total += 1;
@@ -222,5 +223,35 @@ mod tests {
         );
         assert_eq!(form_decode(b"100%"), "100%");
         assert_eq!(form_decode(b"%zz%4"), "%zz%4");
+    }
+}
+
+/// A token call of one client being answered; counts overlapping calls.
+struct InFlight {
+    state: Arc<MockState>,
+    client: String,
+}
+
+impl InFlight {
+    fn enter(state: &Arc<MockState>, client: &str) -> InFlight {
+        let mut stats = lock(&state.stats);
+        let n = stats.token_in_flight.entry(client.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            *stats.token_overlaps.entry(client.to_owned()).or_default() += 1;
+        }
+        InFlight {
+            state: state.clone(),
+            client: client.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut stats = lock(&self.state.stats);
+        if let Some(n) = stats.token_in_flight.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+        }
     }
 }
