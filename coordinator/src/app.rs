@@ -188,22 +188,19 @@ impl App {
         }
     }
 
-    /// True when this replica leads and has applied an entry of its own
-    /// term (its blank entry), so its state includes everything committed
-    /// before it took office.
+    /// True when this replica leads and has taken office in its term (its
+    /// assignments renewed, see [`crate::liveness`]), so its state includes
+    /// everything committed before.
     pub fn leader_ready(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader
-            && m.current_leader == Some(self.config.id)
-            && m.last_applied
-                .is_some_and(|l| l.leader_id.term == m.current_term)
+        self.leading_term()
+            .is_some_and(|term| self.liveness.in_office(term))
     }
 
     /// Waits (briefly) until [`App::leader_ready`]; an error when this
     /// replica does not lead.
     pub async fn wait_leader_ready(&self) -> Result<(), WriteError> {
-        let mut watch = self.raft.metrics();
+        let mut raft = self.raft.metrics();
+        let mut office = self.liveness.watch_office();
         let end = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if self.leader_ready() {
@@ -214,12 +211,18 @@ impl App {
                     "this replica is not the leader".into(),
                 ));
             }
-            match tokio::time::timeout_at(end, watch.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(WriteError::Fatal("raft stopped".into())),
+            let changed = async {
+                tokio::select! {
+                    r = raft.changed() => r.is_ok(),
+                    r = office.changed() => r.is_ok(),
+                }
+            };
+            match tokio::time::timeout_at(end, changed).await {
+                Ok(true) => {}
+                Ok(false) => return Err(WriteError::Fatal("raft stopped".into())),
                 Err(_) => {
                     return Err(WriteError::NoLeader(format!(
-                        "the new leader did not apply its first entry within {READY_TIMEOUT:?}"
+                        "the new leader did not take office within {READY_TIMEOUT:?}"
                     )))
                 }
             }

@@ -2,12 +2,15 @@
 //! node was last heard from, and the `seen` index its last heartbeat
 //! reported (which makes moves active, see [`crate::assign`]).
 //!
-//! A replica taking office as leader starts every live node's timer at that
-//! moment, so a new leader waits a node's whole `node_ttl` before declaring
-//! it dead; a node that shows up in the state machine later (an entry of
-//! the previous term applied after the election) starts its timer when it is
-//! first looked at. Losing leadership clears everything. [`run`] checks the
-//! timers every [`CHECK_EVERY`] while this replica leads and commits
+//! A replica that becomes leader *takes office* once per term: it commits
+//! [`Command::Renew`] (a leader restarted in its old term appends no blank
+//! entry of its own, so epochs are renewed explicitly), then starts every
+//! live node's timer, so a new leader waits a node's whole `node_ttl` before
+//! declaring it dead; a node that shows up in the state machine later starts
+//! its timer when it is first looked at. Node calls wait for the office
+//! ([`Liveness::in_office`]), so every answer of a term carries renewed
+//! epochs. Losing leadership clears everything. [`run`] checks the timers
+//! every [`CHECK_EVERY`] while this replica leads and commits
 //! [`Command::Dead`] for every node silent longer than its ttl.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -24,20 +28,39 @@ use crate::assign::{Command, NodeInfo};
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The leader's view of which nodes are alive.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Liveness {
     inner: Mutex<Inner>,
+    /// Term in which this replica took office; `None` while not leading.
+    office: watch::Sender<Option<u64>>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Term in which this replica took office; `None` while not leading.
-    office: Option<u64>,
     last_seen: HashMap<String, Instant>,
     seen: HashMap<String, u64>,
 }
 
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            inner: Mutex::default(),
+            office: watch::Sender::new(None),
+        }
+    }
+}
+
 impl Liveness {
+    /// True when this replica took office in `term`.
+    pub fn in_office(&self, term: u64) -> bool {
+        *self.office.borrow() == Some(term)
+    }
+
+    /// A receiver that changes when this replica takes or leaves office.
+    pub fn watch_office(&self) -> watch::Receiver<Option<u64>> {
+        self.office.subscribe()
+    }
+
     /// Records a heartbeat of `node` reporting `seen`.
     pub fn heartbeat(&self, node: &str, seen: u64) {
         let mut inner = self.inner.lock();
@@ -61,21 +84,20 @@ impl Liveness {
     /// starts every timer of `nodes` now; true on that first call. The
     /// `seen` indices heartbeats reported meanwhile stay: they are facts.
     pub fn take_office<'a>(&self, term: u64, nodes: impl Iterator<Item = &'a String>) -> bool {
-        let mut inner = self.inner.lock();
-        if inner.office == Some(term) {
+        if self.in_office(term) {
             return false;
         }
         let now = Instant::now();
-        inner.office = Some(term);
-        inner.last_seen = nodes.map(|n| (n.clone(), now)).collect();
+        self.inner.lock().last_seen = nodes.map(|n| (n.clone(), now)).collect();
+        self.office.send_replace(Some(term));
         true
     }
 
     /// Called while this replica does not lead: forgets everything. True
     /// when it led until now.
     pub fn step_down(&self) -> bool {
+        let was = self.office.send_replace(None).is_some();
         let mut inner = self.inner.lock();
-        let was = inner.office.take().is_some();
         inner.last_seen.clear();
         inner.seen.clear();
         was
@@ -120,16 +142,22 @@ impl Liveness {
     }
 }
 
-/// Every [`CHECK_EVERY`] until `shutdown`: while this replica leads, takes
-/// office once per term and declares silent nodes dead; otherwise forgets.
-/// Keeps the metrics gauges current on the way.
+/// Every [`CHECK_EVERY`] (and at once when raft's state moves while this
+/// replica is not in office) until `shutdown`: while this replica leads,
+/// takes office once per term and declares silent nodes dead; otherwise
+/// forgets. Keeps the metrics gauges current on the way.
 pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(CHECK_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut raft = app.raft.metrics();
     loop {
+        let waiting = app
+            .leading_term()
+            .is_none_or(|term| !app.liveness.in_office(term));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
+            changed = raft.changed(), if waiting => if changed.is_err() { return },
         }
         check(&app).await;
         app.record_metrics();
@@ -143,17 +171,10 @@ async fn check(app: &App) {
         }
         return;
     };
-    if !app.leader_ready() {
+    if !app.liveness.in_office(term) && !take_office(app, term).await {
         return;
     }
     let nodes = app.sm.assignments().nodes().clone();
-    if app.liveness.take_office(term, nodes.keys()) {
-        tracing::info!(
-            term,
-            nodes = nodes.len(),
-            "took office: every node's timer starts now"
-        );
-    }
     for (node, silent) in app.liveness.expired(&nodes, Instant::now()) {
         let ttl_ms = nodes.get(&node).map_or(0, |i| i.node_ttl_ms);
         if app
@@ -179,6 +200,25 @@ async fn check(app: &App) {
             }
         }
     }
+}
+
+/// Renews every assignment under this term, then starts the node timers;
+/// false when the renewal did not commit (tried again on the next check).
+async fn take_office(app: &App, term: u64) -> bool {
+    if let Err(e) = app.write(Command::Renew).await {
+        tracing::warn!(term, error = %e, "could not renew the assignments on taking office");
+        return false;
+    }
+    let nodes = app.sm.assignments().nodes().clone();
+    if app.liveness.take_office(term, nodes.keys()) {
+        tracing::info!(
+            term,
+            nodes = nodes.len(),
+            applied = app.sm.applied_index(),
+            "took office: assignments renewed, every node's timer starts now"
+        );
+    }
+    true
 }
 
 #[cfg(test)]

@@ -493,7 +493,7 @@ async fn every_replica_terminated_and_restarted_keeps_the_assignments() {
         coords.restart(id).await;
         assert!(coords.log_text(id).contains("raft state found"));
     }
-    coords.leader().await;
+    let leader = coords.leader().await;
     let (after, nodes_after) = agreed(&coords, "the assignments back on every replica", |o, n| {
         o.len() == creds.len() && *n == all
     })
@@ -507,6 +507,20 @@ async fn every_replica_terminated_and_restarted_keeps_the_assignments() {
             "replica {id} applied {now}, before the stop {applied}"
         );
     }
+    // The leader that took office renewed every assignment under a new
+    // index, even one that resumed its old term (no blank entry of its own).
+    let view = coords.cluster(leader).await.expect("leader view");
+    let epochs: Vec<u64> = view["assignments"]
+        .as_object()
+        .expect("assignments")
+        .values()
+        .filter_map(|o| o["epoch"].as_u64())
+        .collect();
+    assert_eq!(epochs.len(), creds.len());
+    assert!(
+        epochs.iter().all(|e| *e > applied),
+        "renewed epochs {epochs:?} after {applied}"
+    );
 }
 
 fn error_code(body: &[u8]) -> Value {
