@@ -271,15 +271,17 @@ impl App {
         }
     }
 
-    /// Sets the metrics gauges from the current state.
+    /// Sets the raft gauges (cheap: raft's metrics only).
+    pub fn record_raft_metrics(&self) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        metrics::record_raft(m.current_term, m.current_leader, self.config.id, applied);
+    }
+
+    /// Sets every gauge (the live-node count reads the applied state).
     pub fn record_metrics(&self) {
-        let m = self.raft_metrics();
-        metrics::record(&metrics::Snapshot {
-            term: m.current_term,
-            leader: m.current_leader,
-            id: self.config.id,
-            applied: m.last_applied.map_or(0, |l| l.index),
-            nodes_live: self.nodes_live(),
-        });
+        self.record_raft_metrics();
+        metrics::record_nodes_live(self.nodes_live());
     }
 }

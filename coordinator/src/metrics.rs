@@ -28,26 +28,17 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     Ok(handle)
 }
 
-/// What the gauges show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Current term.
-    pub term: u64,
-    /// Current leader, if known.
-    pub leader: Option<NodeId>,
-    /// This replica.
-    pub id: NodeId,
-    /// Last applied index.
-    pub applied: u64,
-    /// Live nodes.
-    pub nodes_live: usize,
+/// Sets the raft gauges: `term`, whether `leader` is this replica `id`,
+/// and the `applied` index.
+#[allow(clippy::cast_precision_loss)]
+pub fn record_raft(term: u64, leader: Option<NodeId>, id: NodeId, applied: u64) {
+    gauge!("rhizome_raft_term").set(term as f64);
+    gauge!("rhizome_raft_is_leader").set(if leader == Some(id) { 1.0 } else { 0.0 });
+    gauge!("rhizome_raft_applied_index").set(applied as f64);
 }
 
-/// Sets every gauge.
+/// Sets the live-node gauge.
 #[allow(clippy::cast_precision_loss)]
-pub fn record(s: &Snapshot) {
-    gauge!("rhizome_raft_term").set(s.term as f64);
-    gauge!("rhizome_raft_is_leader").set(if s.leader == Some(s.id) { 1.0 } else { 0.0 });
-    gauge!("rhizome_raft_applied_index").set(s.applied as f64);
-    gauge!("rhizome_cluster_nodes_live").set(s.nodes_live as f64);
+pub fn record_nodes_live(live: usize) {
+    gauge!("rhizome_cluster_nodes_live").set(live as f64);
 }

@@ -57,7 +57,8 @@ pub async fn run(
     }
 }
 
-/// Logs leader changes and keeps the gauges current as raft's metrics move.
+/// Logs leader changes and keeps the raft gauges current as raft's metrics
+/// move (the live-node gauge follows the liveness loop).
 async fn watch_leader(app: Arc<App>, stop: CancellationToken) {
     let mut watch = app.raft.metrics();
     let mut known = (None, 0);
@@ -76,7 +77,7 @@ async fn watch_leader(app: Arc<App>, stop: CancellationToken) {
             }
         }
         known = (leader, term);
-        app.record_metrics();
+        app.record_raft_metrics();
         tokio::select! {
             _ = stop.cancelled() => return,
             changed = watch.changed() => if changed.is_err() { return },

@@ -507,20 +507,33 @@ async fn every_replica_terminated_and_restarted_keeps_the_assignments() {
             "replica {id} applied {now}, before the stop {applied}"
         );
     }
-    // The leader that took office renewed every assignment under a new
+    // The leader takes office by renewing every assignment under a new
     // index, even one that resumed its old term (no blank entry of its own).
-    let view = coords.cluster(leader).await.expect("leader view");
-    let epochs: Vec<u64> = view["assignments"]
-        .as_object()
-        .expect("assignments")
-        .values()
-        .filter_map(|o| o["epoch"].as_u64())
-        .collect();
-    assert_eq!(epochs.len(), creds.len());
+    // A heartbeat's answer waits for that; the status view does not.
+    let url = coords.url(leader, HEARTBEAT_PATH);
+    let reply = wait_for("the leader answers a heartbeat", SETTLE, || async {
+        call(&url, heartbeat("n1", &creds, 60_000, 0), &[])
+            .await
+            .ok()
+    })
+    .await;
     assert!(
-        epochs.iter().all(|e| *e > applied),
-        "renewed epochs {epochs:?} after {applied}"
+        reply.assignments.iter().all(|a| a.epoch > applied),
+        "{reply:?}"
     );
+    wait_for("every assignment renewed", SETTLE, || async {
+        let view = coords.cluster(leader).await?;
+        let epochs = view["assignments"]
+            .as_object()?
+            .values()
+            .map(|o| o["epoch"].as_u64());
+        epochs
+            .collect::<Option<Vec<u64>>>()?
+            .iter()
+            .all(|e| *e > applied)
+            .then_some(())
+    })
+    .await;
 }
 
 fn error_code(body: &[u8]) -> Value {
