@@ -118,12 +118,17 @@ pub struct RaftSettings {
     pub max_in_snapshot_log_to_keep: u64,
 }
 
+/// The defaults keep a leader failover (openraft's followers honour the
+/// old leader's lease for `election_timeout_max`, then wait their own
+/// election timeout) near 1 s: well inside a node's fence with the node
+/// defaults (`node_ttl − 2 × heartbeat_interval` = 2 s, minus the age of its
+/// last acknowledged heartbeat), so nodes keep their credentials through it.
 impl Default for RaftSettings {
     fn default() -> Self {
         RaftSettings {
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_secs(1),
-            election_timeout_max: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
             snapshot_after: 1000,
             max_in_snapshot_log_to_keep: 500,
         }

@@ -149,10 +149,13 @@ impl App {
 
 impl App {
     /// The owner of `cred` (cluster mode) refreshes for the cluster, in the
-    /// background so that events keep flowing; other nodes do nothing.
+    /// background so that events keep flowing; another node remembers that
+    /// peers are waiting, in case it becomes the owner next.
     fn serve_peers(&self, cred: &Arc<Credential>) {
         if cred.role() == Role::Owner {
             self.shutdown.tasks().spawn(cred.clone().serve_peers());
+        } else {
+            cred.note_peer_ask();
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Credential {
     authority: OnceLock<Arc<dyn Authority>>,
     /// When this node last asked the owner for a token (Unix ms).
     asked_ms: AtomicU64,
+    /// When this node last heard a peer ask for one (Unix ms).
+    peer_asked_ms: AtomicU64,
 }
 
 /// What to do after upstream answered 401 to a token.
@@ -161,6 +163,7 @@ impl Credential {
             assignment: AtomicU64::new(0),
             authority: OnceLock::new(),
             asked_ms: AtomicU64::new(0),
+            peer_asked_ms: AtomicU64::new(0),
         })
     }
 
@@ -247,6 +250,20 @@ impl Credential {
         if let Err(e) = result {
             tracing::warn!(credential = %self.name, error = %e, "refreshing for the cluster failed");
         }
+    }
+
+    /// Notes that a peer asked for a token (`refresh-request`, or an
+    /// invalidation) while this node was not the owner.
+    pub fn note_peer_ask(&self) {
+        self.peer_asked_ms
+            .store(source::unix_ms(), Ordering::Relaxed);
+    }
+
+    /// True when a peer asked for a token within the last second: readers
+    /// ask again every 500 ms while they wait, so somebody is waiting.
+    pub fn peers_waiting(&self) -> bool {
+        let last = self.peer_asked_ms.load(Ordering::Relaxed);
+        last > 0 && source::unix_ms().saturating_sub(last) < 1_000
     }
 
     /// True while a token fetch for this credential is under way.

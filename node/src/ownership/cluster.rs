@@ -247,7 +247,9 @@ impl Cluster {
             self.refreshers.start(&cred.name, true, shutdown);
             // Readers may be waiting for a token the previous owner never
             // wrote: serve them now rather than on their next ask.
-            self.refreshers.tasks().spawn(cred.clone().serve_peers());
+            if cred.peers_waiting() {
+                self.refreshers.tasks().spawn(cred.clone().serve_peers());
+            }
         } else {
             tracing::info!(credential = %cred.name, owner = %owner, epoch, "credential owned elsewhere");
             self.refreshers.stop(&cred.name);
@@ -408,21 +410,40 @@ mod tests {
             Duration::from_millis(100),
         );
         assert_eq!(s.role("mine"), Role::Owner);
-        assert_eq!(s.role("pending"), Role::Reader, "a move nobody confirmed yet");
+        assert_eq!(
+            s.role("pending"),
+            Role::Reader,
+            "a move nobody confirmed yet"
+        );
         assert_eq!(s.role("theirs"), Role::Reader);
-        assert_eq!(s.role("unassigned"), Role::Any, "the lock protocol until assigned");
+        assert_eq!(
+            s.role("unassigned"),
+            Role::Any,
+            "the lock protocol until assigned"
+        );
         s.view.lock().activated.insert("pending".into(), 7);
         assert_eq!(s.role("pending"), Role::Owner, "once seen active, kept");
         s.view.lock().activated.insert("pending".into(), 6);
-        assert_eq!(s.role("pending"), Role::Reader, "an older activation does not count");
+        assert_eq!(
+            s.role("pending"),
+            Role::Reader,
+            "an older activation does not count"
+        );
     }
 
     #[test]
     fn the_fence_runs_from_the_send_time_of_the_last_acknowledged_heartbeat() {
-        let s = shared(vec![assignment("mine", "me", 5, true)], Duration::from_millis(2100));
+        let s = shared(
+            vec![assignment("mine", "me", 5, true)],
+            Duration::from_millis(2100),
+        );
         assert_eq!(s.role("mine"), Role::Reader, "stepped down after the fence");
         s.view.lock().acked_sent = None;
-        assert_eq!(s.role("mine"), Role::Reader, "never acknowledged: never owner");
+        assert_eq!(
+            s.role("mine"),
+            Role::Reader,
+            "never acknowledged: never owner"
+        );
         s.view.lock().degraded = true;
         assert_eq!(s.role("mine"), Role::Any, "degraded: the lock protocol");
         s.view.lock().leaving = true;

@@ -49,11 +49,12 @@ pub struct Timings {
 }
 
 impl Timings {
-    /// The tests' timings: 100 ms heartbeats, elections after 500–1000 ms.
+    /// The tests' timings: the coordinator's defaults (100 ms heartbeats,
+    /// elections after 300–600 ms), so a failover fits in a node's fence.
     pub const TEST: Timings = Timings {
         heartbeat: Duration::from_millis(100),
-        election_min: Duration::from_millis(500),
-        election_max: Duration::from_millis(1000),
+        election_min: Duration::from_millis(300),
+        election_max: Duration::from_millis(600),
     };
 
     /// How long replacing a killed leader may take: the followers' lease

@@ -138,7 +138,10 @@ impl Client {
                 body,
             })
         };
-        tokio::time::timeout(deadline, exchange).await.ok().flatten()
+        tokio::time::timeout(deadline, exchange)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// `GET`.

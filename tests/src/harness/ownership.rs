@@ -26,7 +26,12 @@ pub const POOL: usize = 5;
 /// Mock arguments that accept the pool's clients.
 pub fn pool_clients() -> Vec<String> {
     (1..=POOL)
-        .flat_map(|i| ["--client".to_string(), format!("svc-p{i}:{OAUTH_SECRET_POOL}")])
+        .flat_map(|i| {
+            [
+                "--client".to_string(),
+                format!("svc-p{i}:{OAUTH_SECRET_POOL}"),
+            ]
+        })
         .collect()
 }
 
@@ -140,25 +145,29 @@ impl RaftWorld {
             .iter()
             .map(|i| (Self::name(*i), self.nodes[*i].admin_url("")))
             .collect();
-        super::wait_for("every shared credential owned by one node", Duration::from_secs(30), || {
-            let admin = admin.clone();
-            async move {
-                let owners = self_owners(&admin).await?;
-                let expected = shared_credentials();
-                let complete = expected
-                    .iter()
-                    .all(|c| owners.get(c).is_some_and(|o| o.len() == 1));
-                complete.then(|| {
-                    owners
-                        .into_iter()
-                        .map(|(c, o)| {
-                            let idx = o[0][1..].parse::<usize>().map_or(0, |k| k - 1);
-                            (c, idx)
-                        })
-                        .collect()
-                })
-            }
-        })
+        super::wait_for(
+            "every shared credential owned by one node",
+            Duration::from_secs(30),
+            || {
+                let admin = admin.clone();
+                async move {
+                    let owners = self_owners(&admin).await?;
+                    let expected = shared_credentials();
+                    let complete = expected
+                        .iter()
+                        .all(|c| owners.get(c).is_some_and(|o| o.len() == 1));
+                    complete.then(|| {
+                        owners
+                            .into_iter()
+                            .map(|(c, o)| {
+                                let idx = o[0][1..].parse::<usize>().map_or(0, |k| k - 1);
+                                (c, idx)
+                            })
+                            .collect()
+                    })
+                }
+            },
+        )
         .await
     }
 
@@ -199,7 +208,8 @@ pub async fn credentials_view(admin_base: &str) -> Option<Value> {
 /// Credential → the nodes that consider themselves its owner, asking every
 /// node of `admin` (name, admin base URL) at once. `None` when no node answered.
 pub async fn self_owners(admin: &[(String, String)]) -> Option<BTreeMap<String, Vec<String>>> {
-    let views = futures_util::future::join_all(admin.iter().map(|(_, base)| credentials_view(base))).await;
+    let views =
+        futures_util::future::join_all(admin.iter().map(|(_, base)| credentials_view(base))).await;
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut answered = false;
     for ((name, _), view) in admin.iter().zip(views) {
@@ -220,6 +230,7 @@ pub async fn self_owners(admin: &[(String, String)]) -> Option<BTreeMap<String, 
 #[derive(Debug)]
 pub struct Sampler {
     stop: Arc<AtomicBool>,
+    nodes: Arc<parking_lot::Mutex<Vec<(String, String)>>>,
     task: tokio::task::JoinHandle<(u64, Vec<String>)>,
 }
 
@@ -227,13 +238,17 @@ impl Sampler {
     /// Starts sampling the nodes of `admin` (name, admin base URL).
     pub fn start(admin: Vec<(String, String)>) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let nodes = Arc::new(parking_lot::Mutex::new(admin));
+        let (flag, list) = (stop.clone(), nodes.clone());
         let task = tokio::spawn(async move {
             let (mut samples, mut doubles) = (0u64, Vec::new());
             let mut tick = tokio::time::interval(Duration::from_millis(100));
             while !flag.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let Some(owners) = self_owners(&admin).await else { continue };
+                let admin = list.lock().clone();
+                let Some(owners) = self_owners(&admin).await else {
+                    continue;
+                };
                 samples += 1;
                 for (cred, nodes) in owners.into_iter().filter(|(_, n)| n.len() > 1) {
                     doubles.push(format!("sample {samples}: {cred} owned by {nodes:?}"));
@@ -241,7 +256,12 @@ impl Sampler {
             }
             (samples, doubles)
         });
-        Sampler { stop, task }
+        Sampler { stop, nodes, task }
+    }
+
+    /// Samples node `name` (admin base URL `base`) too from now on.
+    pub fn add(&self, name: String, base: String) {
+        self.nodes.lock().push((name, base));
     }
 
     /// Stops and returns (samples taken, double ownerships seen).

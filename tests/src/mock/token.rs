@@ -188,6 +188,36 @@ pub(crate) async fn token(
     resp
 }
 
+/// A token call of one client being answered; counts overlapping calls.
+struct InFlight {
+    state: Arc<MockState>,
+    client: String,
+}
+
+impl InFlight {
+    fn enter(state: &Arc<MockState>, client: &str) -> InFlight {
+        let mut stats = lock(&state.stats);
+        let n = stats.token_in_flight.entry(client.to_owned()).or_default();
+        *n += 1;
+        if *n > 1 {
+            *stats.token_overlaps.entry(client.to_owned()).or_default() += 1;
+        }
+        InFlight {
+            state: state.clone(),
+            client: client.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut stats = lock(&self.state.stats);
+        if let Some(n) = stats.token_in_flight.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,35 +253,5 @@ mod tests {
         );
         assert_eq!(form_decode(b"100%"), "100%");
         assert_eq!(form_decode(b"%zz%4"), "%zz%4");
-    }
-}
-
-/// A token call of one client being answered; counts overlapping calls.
-struct InFlight {
-    state: Arc<MockState>,
-    client: String,
-}
-
-impl InFlight {
-    fn enter(state: &Arc<MockState>, client: &str) -> InFlight {
-        let mut stats = lock(&state.stats);
-        let n = stats.token_in_flight.entry(client.to_owned()).or_default();
-        *n += 1;
-        if *n > 1 {
-            *stats.token_overlaps.entry(client.to_owned()).or_default() += 1;
-        }
-        InFlight {
-            state: state.clone(),
-            client: client.to_owned(),
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let mut stats = lock(&self.state.stats);
-        if let Some(n) = stats.token_in_flight.get_mut(&self.client) {
-            *n = n.saturating_sub(1);
-        }
     }
 }
