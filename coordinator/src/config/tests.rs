@@ -25,10 +25,10 @@ fn a_minimal_file_gets_the_defaults() {
     assert_eq!(cfg.own_url(), "http://c2:7070", "trailing slash dropped");
     assert_eq!(cfg.raft, RaftSettings::default());
     let raft = cfg.openraft().expect("openraft accepts the defaults");
-    assert_eq!(raft.heartbeat_interval, 250);
+    assert_eq!(raft.heartbeat_interval, 100);
     assert_eq!(
         (raft.election_timeout_min, raft.election_timeout_max),
-        (1000, 2000)
+        (300, 600)
     );
     assert!(matches!(
         raft.snapshot_policy,
