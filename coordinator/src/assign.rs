@@ -12,10 +12,11 @@
 //! index ([`Assignments::renew`]), so whatever was written while no leader
 //! answered is fenced out by the next leader's owners.
 //!
-//! A move is published *inactive* until every other live node has
-//! acknowledged an answer that shows it ([`Assignments::published`]): the
-//! old owner learns it lost the credential before the new one starts, so two
-//! nodes never act as owner at once, not even for a heartbeat.
+//! A move is published *inactive* until every live node that owned the
+//! credential before has acknowledged an answer that shows it lost it
+//! ([`Assignments::published`]): the old owner stops before the new one
+//! starts, so two nodes never act as owner at once, not even for a
+//! heartbeat. A move away from a dead node is active at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -87,6 +88,11 @@ pub struct Owner {
     pub epoch: u64,
     /// Log index at which the credential moved to this node.
     pub since: u64,
+    /// Live nodes that owned the credential before, with the index at which
+    /// each lost it: only they could still act as its owner, so the move is
+    /// active once each has seen that index. Dead and departed nodes are
+    /// dropped (they act on nothing any more).
+    pub previous: BTreeMap<String, u64>,
 }
 
 /// Live nodes and credential owners.
@@ -151,7 +157,8 @@ impl Assignments {
 
     /// Every owner as the node API publishes it. `seen` holds, per node,
     /// the applied index of the last answer it acknowledged; a move is
-    /// active once every other live node has seen it.
+    /// active once every live previous owner has seen the index at which it
+    /// lost the credential.
     pub fn published(&self, seen: &HashMap<String, u64>) -> Vec<Assignment> {
         self.owners
             .iter()
@@ -160,11 +167,10 @@ impl Assignments {
                 node: owner.node.clone(),
                 epoch: owner.epoch,
                 since: owner.since,
-                active: self
-                    .nodes
-                    .keys()
-                    .filter(|n| **n != owner.node)
-                    .all(|n| seen.get(n).is_some_and(|s| *s >= owner.since)),
+                active: owner
+                    .previous
+                    .iter()
+                    .all(|(n, lost)| seen.get(n).is_some_and(|s| s >= lost)),
             })
             .collect()
     }
@@ -184,17 +190,24 @@ impl Assignments {
         let mut moved = 0;
         let mut owners = BTreeMap::new();
         for (cred, node) in wanted {
-            let owner = match self.owners.get(cred) {
+            let mut owner = match self.owners.get(cred) {
                 Some(old) if old.node == node => old.clone(),
-                _ => {
+                old => {
                     moved += 1;
+                    let mut previous = old.map(|o| o.previous.clone()).unwrap_or_default();
+                    if let Some(o) = old {
+                        previous.insert(o.node.clone(), index);
+                    }
+                    previous.remove(node);
                     Owner {
                         node: node.to_string(),
                         epoch: index,
                         since: index,
+                        previous,
                     }
                 }
             };
+            owner.previous.retain(|n, _| self.nodes.contains_key(n));
             owners.insert(cred.to_string(), owner);
         }
         moved += self
@@ -302,14 +315,14 @@ mod tests {
     }
 
     #[test]
-    fn a_move_is_active_once_every_other_live_node_has_seen_it() {
+    fn a_move_is_active_once_every_live_previous_owner_has_seen_it() {
         let all = creds(20);
         let mut a = Assignments::default();
         a.apply(1, &join("n1", &all));
         let alone = a.published(&HashMap::new());
         assert!(
             alone.iter().all(|x| x.active),
-            "nobody else could act as owner"
+            "a first assignment has nobody to wait for"
         );
         a.apply(2, &join("n2", &all));
         let mut seen = HashMap::from([("n1".to_string(), 1), ("n2".to_string(), 2)]);
@@ -335,6 +348,32 @@ mod tests {
                 .all(|x| x.active && x.epoch == 3 && x.since <= 2),
             "a renewal moves nothing, so it needs no acknowledgement"
         );
+        // n1 dies: what it owned moves, active at once (nobody alive owned it).
+        a.apply(4, &Command::Dead { node: "n1".into() });
+        assert!(a
+            .published(&HashMap::new())
+            .iter()
+            .all(|x| x.active && x.node == "n2"));
+    }
+
+    #[test]
+    fn a_chain_of_moves_waits_for_every_live_previous_owner() {
+        let all = creds(30);
+        let mut a = Assignments::default();
+        a.apply(1, &join("n1", &all));
+        a.apply(2, &join("n2", &all));
+        a.apply(3, &join("n3", &all));
+        // Credentials that went n1 → n3, or n1 → n2 → n3.
+        let seen = HashMap::from([("n1".to_string(), 1), ("n2".to_string(), 3)]);
+        for x in a.published(&seen).iter().filter(|x| x.node == "n3") {
+            assert!(
+                !x.active,
+                "{}: n1 never saw it lose the credential",
+                x.credential
+            );
+        }
+        let seen = HashMap::from([("n1".to_string(), 3), ("n2".to_string(), 3)]);
+        assert!(a.published(&seen).iter().all(|x| x.active));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct Assignment {
     pub epoch: u64,
     /// Log index at which the credential moved to this owner.
     pub since: u64,
-    /// True once every other live node has seen the move (so none of them
+    /// True once every live previous owner has seen the move (so none of them
     /// still acts as owner): only then may the owner start. An owner that
     /// once saw its assignment active keeps it while `since` is unchanged.
     pub active: bool,
