@@ -30,7 +30,7 @@ pub struct Heartbeat {
     /// The node's `coordinator.node_ttl`, in milliseconds.
     pub node_ttl_ms: u64,
     /// `applied` of the last reply the node acted on (0: none yet). Once
-    /// every live node has seen a move, the move's new owner may act.
+    /// the previous owners have seen a move, the move's new owner may act.
     pub seen: u64,
 }
 
