@@ -41,8 +41,8 @@ command -v curl >/dev/null || die "curl is needed (to wait for readiness and to 
 if [ -n "${QUICKSTART_BIN_DIR:-}" ]; then
   bin_dir=$QUICKSTART_BIN_DIR
 else
-  echo "==> building rhizome-node and rhizome-mock (release; the first build takes a few minutes)"
-  cargo build --release --bin rhizome-node --bin rhizome-mock
+  echo "==> building rhizome-node, rhizome-mock and rhizome-coordinator (release; the first build takes a few minutes)"
+  cargo build --release --bin rhizome-node --bin rhizome-mock --bin rhizome-coordinator
   bin_dir=target/release
 fi
 for b in rhizome-node rhizome-mock; do

@@ -87,12 +87,47 @@ const REDIS_REPLAY: &[(&str, &str)] = &[
     ("stop", "kill %3; wait %3; kill %1"),
 ];
 
+/// The cluster walk-through: Redis, three coordinators, three nodes, the
+/// owner of a credential killed.
+const CLUSTER: &[(&str, &str)] = &[
+    ("redis", "redis-server --port 6379 --bind 127.0.0.1"),
+    ("peers", "PEERS=1=http://127.0.0.1:7070"),
+    ("c1", "--id 1 --listen 127.0.0.1:7070"),
+    ("c2", "--id 2 --listen 127.0.0.1:7071"),
+    ("c3", "--id 3 --listen 127.0.0.1:7072"),
+    ("leader", "until curl -s localhost:7070/v1/cluster"),
+    ("secret", "export DEMO_CLIENT_SECRET=demo-secret"),
+    ("n1", "--node-id n1 --listen 127.0.0.1:8083"),
+    ("n2", "--node-id n2 --listen 127.0.0.1:8084"),
+    ("n3", "--node-id n3 --listen 127.0.0.1:8085"),
+    ("joined", "grep -o '\"live\":true' | wc -l"),
+    ("cluster", "curl -s localhost:7071/v1/cluster"),
+    ("key", "K='authorization: Bearer demo-client-key'"),
+    (
+        "two-requests",
+        "localhost:8083/api/a -H \"$K\"; curl -s localhost:8085/api-b/b",
+    ),
+    ("owners", "localhost:9094/admin/v1/credentials"),
+    ("owner", "O=$(curl -s localhost:7070/v1/cluster"),
+    ("kill-owner", "kill -9 %$((4 + O))"),
+    ("moved", "until ! curl -s localhost:7070/v1/cluster"),
+    ("after", "curl -s localhost:7070/v1/cluster"),
+    ("reset", "localhost:9999/_mock/reset"),
+    ("drop", "/admin/v1/credentials/demo-oauth/token"),
+    ("statuses", "/api/after"),
+    ("calls", "localhost:9999/_mock/stats"),
+    ("stop", "kill %5 %6 %7"),
+];
+
 /// Free loopback ports standing in for the README's fixed ones.
 struct Ports(HashMap<u16, u16>);
 
 impl Ports {
     fn new() -> Ports {
-        let readme = [8080, 9090, 9999, 8081, 9091, 8082, 9092, 6379];
+        let readme = [
+            8080, 9090, 9999, 8081, 9091, 8082, 9092, 6379, 7070, 7071, 7072, 8083, 9093, 8084,
+            9094, 8085, 9095,
+        ];
         // Hold every listener until all are chosen, so the ports differ.
         let held: Vec<_> = readme
             .iter()
@@ -109,10 +144,19 @@ impl Ports {
     /// What the README's commands name, and what the test runs instead.
     fn substitutions(&self, env: &Env) -> Vec<(String, String)> {
         let bin = bin_dir().join("rhizome-node");
+        let coordinator = bin_dir().join("rhizome-coordinator");
         let mut pairs = vec![
             (
                 "examples/redis-lock.toml".to_string(),
                 env.path("redis-lock.toml").display().to_string(),
+            ),
+            (
+                "examples/cluster.toml".to_string(),
+                env.path("cluster.toml").display().to_string(),
+            ),
+            (
+                "target/release/rhizome-coordinator".to_string(),
+                coordinator.display().to_string(),
             ),
             ("examples/".to_string(), format!("{REPO}/examples/")),
             (
@@ -421,6 +465,48 @@ fn check_redis_replay(env: &Env, s: &HashMap<&str, Step>) {
     );
 }
 
+fn check_cluster(s: &HashMap<&str, Step>) {
+    let view = json(&s["cluster"]);
+    assert!(view["leader"].is_u64(), "{view}");
+    assert_eq!(view["members"], serde_json::json!([1, 2, 3]), "{view}");
+    let owners =
+        |v: &Value, cred: &str| v["assignments"][cred]["node"].as_str().map(str::to_string);
+    let first = owners(&view, "demo-oauth").expect("demo-oauth assigned");
+    assert!(owners(&view, "demo-oauth-b").is_some(), "{view}");
+    assert!(
+        view["assignments"]["demo-oauth"]["epoch"].as_u64() > Some(0),
+        "{view}"
+    );
+    let docs: Vec<Value> = serde_json::Deserializer::from_str(&s["two-requests"].out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("two echoes");
+    assert_echo(&docs[0], "/a");
+    assert_echo(&docs[1], "/b");
+    let listed = &s["owners"].out;
+    assert!(
+        listed.contains(&format!(
+            "\"name\":\"demo-oauth\",\"kind\":\"oauth2_client_credentials\",\"owner\":\"{first}\""
+        )),
+        "{listed}"
+    );
+    let after = json(&s["after"]);
+    let second = owners(&after, "demo-oauth").expect("still assigned");
+    assert_ne!(
+        second, first,
+        "the killed owner's credential moved: {after}"
+    );
+    let live = after["nodes"].as_array().expect("nodes").len();
+    assert_eq!(live, 2, "the killed node is gone: {after}");
+    let codes: Vec<&str> = s["statuses"].out.split_whitespace().collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == "200").count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(token_calls(&s["calls"]), 1, "the new owner fetched once");
+}
+
 /// No captured log complains at shutdown, announces a reconnect that did
 /// not happen, or holds a demo secret or an issued token.
 fn assert_logs_quiet(env: &Env, logs: &[&str]) {
@@ -468,6 +554,15 @@ async fn readme_commands_run_as_written() {
     let steps = run_block(&env, &redis, &expected, &[], &subst).await;
     check_redis(&steps);
     check_redis_replay(&env, &steps);
+    let cluster = std::fs::read_to_string(format!("{REPO}/examples/cluster.toml"))
+        .expect("read examples/cluster.toml");
+    std::fs::write(
+        env.path("cluster.toml"),
+        shell::substitute(&cluster, &subst),
+    )
+    .expect("write config");
+    let block = shell::block(&blocks, "cluster");
+    check_cluster(&run_block(&env, &block, CLUSTER, &[], &subst).await);
 
     // Ctrl-C on the script stops the node and the demo upstream with it.
     group.signal_leader("INT");
@@ -487,7 +582,29 @@ async fn readme_commands_run_as_written() {
         assert!(text.contains("subscribed to state events"), "{text}");
         assert!(text.contains("node stopped"), "{text}");
     }
-    assert_logs_quiet(&env, &["quickstart.log", "n1.log", "n2.log"]);
+    let left = ["cn1.log", "cn2.log", "cn3.log"]
+        .iter()
+        .filter(|n| {
+            std::fs::read_to_string(env.path(n))
+                .expect("node log")
+                .contains("left the coordinator")
+        })
+        .count();
+    assert_eq!(left, 2, "the two surviving cluster nodes said goodbye");
+    assert_logs_quiet(
+        &env,
+        &[
+            "quickstart.log",
+            "n1.log",
+            "n2.log",
+            "cn1.log",
+            "cn2.log",
+            "cn3.log",
+            "c1.log",
+            "c2.log",
+            "c3.log",
+        ],
+    );
 }
 
 #[test]
@@ -502,6 +619,7 @@ fn readme_quick_start_is_two_commands() {
             "check-config",
             "redis",
             "redis-replay",
+            "cluster",
             "skip",
         ];
         assert!(
