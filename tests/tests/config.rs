@@ -174,10 +174,6 @@ producer_lease = "5s"
         "limits.on_store_error",
         "log",
         "state.tls",
-        "coordinator.mode",
-        "coordinator.endpoints",
-        "coordinator.heartbeat_interval",
-        "coordinator.node_ttl",
         "clients[0].rate",
         "clients[0].burst",
         "clients[0].max_streams",
@@ -194,6 +190,7 @@ producer_lease = "5s"
         &[
             "error: state.redis_url: only applies to state.backend = \"redis\"",
             "error: state.op_timeout: only applies to state.backend = \"redis\"",
+            "error: coordinator.mode: \"cluster\" needs state.backend = \"redis\"",
             "error: credentials[0].refresh_margin: not a setting of kind \"static\"",
             "error: upstreams[0].ca_file: only applies to https:// targets",
             "error: routes[0].session_idle_ttl: only applies to session = \"mcp\"",
@@ -201,9 +198,12 @@ producer_lease = "5s"
     );
     // Start-up refuses the same file.
     let log = start_up_refuses(&cfg).await;
-    assert!(log.contains("coordinator.node_ttl: not supported"), "{log}");
+    assert!(
+        log.contains("coordinator.mode: \"cluster\" needs state.backend"),
+        "{log}"
+    );
 
-    // A key only redis-lock mode acts on.
+    // A key only the modes that store tokens in Redis act on.
     std::fs::write(
         &cfg,
         format!("[state]\nbackend = \"redis\"\nencryption_key = \"k\"\n{UPSTREAM_AND_ROUTE}"),
@@ -211,7 +211,9 @@ producer_lease = "5s"
     .expect("write");
     let err = refuses("check-config", &cfg, &[]);
     assert!(
-        err.contains("state.encryption_key: only applies to coordinator.mode = \"redis-lock\""),
+        err.contains(
+            "state.encryption_key: only applies to coordinator.mode = \"redis-lock\" or \"cluster\""
+        ),
         "{err}"
     );
 }
