@@ -78,6 +78,8 @@ pub struct RaftWorld {
     pub coords: Coordinators,
     /// The nodes, `n1`, `n2`, … (a stopped one stays in place).
     pub nodes: Vec<Node>,
+    /// Their node ids, by index.
+    pub names: Vec<String>,
     /// The tuning every node runs with (cluster tables included).
     pub tuning: Tuning,
 }
@@ -108,6 +110,7 @@ pub async fn raft_world(test: &str, mock_args: &[&str], n: usize, tuning: Tuning
         mock,
         coords,
         nodes: Vec::new(),
+        names: Vec::new(),
         tuning,
     };
     for i in 1..=n {
@@ -123,6 +126,7 @@ impl RaftWorld {
     pub async fn add_node(&mut self, name: &str) -> usize {
         let node = fixture::node(&self.env, name, &self.mock, &self.tuning).await;
         self.nodes.push(node);
+        self.names.push(name.to_string());
         self.nodes.len() - 1
     }
 
@@ -133,9 +137,9 @@ impl RaftWorld {
             .collect()
     }
 
-    /// Node name of index `i`.
-    pub fn name(i: usize) -> String {
-        format!("n{}", i + 1)
+    /// Node id of index `i`.
+    pub fn name(&self, i: usize) -> String {
+        self.names[i].clone()
     }
 
     /// Waits until every shared credential has exactly one owner acting on
@@ -143,7 +147,7 @@ impl RaftWorld {
     pub async fn wait_owned(&self, among: &[usize]) -> BTreeMap<String, usize> {
         let admin: Vec<(String, String)> = among
             .iter()
-            .map(|i| (Self::name(*i), self.nodes[*i].admin_url("")))
+            .map(|i| (self.name(*i), self.nodes[*i].admin_url("")))
             .collect();
         super::wait_for(
             "every shared credential owned by one node",
@@ -160,8 +164,8 @@ impl RaftWorld {
                         owners
                             .into_iter()
                             .map(|(c, o)| {
-                                let idx = o[0][1..].parse::<usize>().map_or(0, |k| k - 1);
-                                (c, idx)
+                                let idx = self.names.iter().position(|n| *n == o[0]);
+                                (c, idx.unwrap_or(usize::MAX))
                             })
                             .collect()
                     })
@@ -175,7 +179,7 @@ impl RaftWorld {
     pub fn admin_bases(&self, among: &[usize]) -> Vec<(String, String)> {
         among
             .iter()
-            .map(|i| (Self::name(*i), self.nodes[*i].admin_url("")))
+            .map(|i| (self.name(*i), self.nodes[*i].admin_url("")))
             .collect()
     }
 }
