@@ -432,7 +432,7 @@ async fn a_joining_node_takes_only_its_share_and_sigterm_hands_over_at_once() {
     let (_, doubles) = sampler.finish().await;
     assert!(doubles.is_empty(), "two owners at once: {doubles:#?}");
     println!(
-        "join: {} of {} credentials moved to n4; SIGTERM handed {} over in {took:?}",
+        "join: {} of {} credentials moved to the new node; SIGTERM handed {} over in {took:?}",
         moved.len(),
         before.len(),
         mine.len()
