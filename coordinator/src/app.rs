@@ -243,6 +243,23 @@ impl App {
         }
     }
 
+    /// Confirms with a quorum, after the node's call arrived, that this
+    /// replica still leads. A leader cut off from the others (openraft 0.9
+    /// does not step down on its own) would otherwise keep acknowledging
+    /// heartbeats, and so keep a node acting as owner of credentials the new
+    /// leader has already moved.
+    pub async fn confirm_leadership(&self) -> Result<(), WriteError> {
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(WriteError::NoLeader(format!(
+                "leadership not confirmed within {COMMIT_TIMEOUT:?}"
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(WriteError::NoLeader(format!(
+                "leadership not confirmed: {e}"
+            ))),
+        }
+    }
+
     /// The leader's answer to a node: every owner in the applied state.
     /// The applied index is read before the state, so the answer never
     /// claims more than it shows (a node acknowledges `applied` as seen).

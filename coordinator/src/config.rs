@@ -362,7 +362,10 @@ fn check_raft(r: &RaftSettings, e: &mut Vec<ConfigError>) {
             format!("must be at least {}ms", MIN_HEARTBEAT.as_millis()),
         ));
     }
-    if r.election_timeout_min < 2 * r.heartbeat_interval {
+    if r.heartbeat_interval
+        .checked_mul(2)
+        .is_none_or(|twice| r.election_timeout_min < twice)
+    {
         e.push(ConfigError::new(
             "raft.election_timeout_min",
             "must be at least twice raft.heartbeat_interval",

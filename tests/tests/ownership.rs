@@ -363,6 +363,35 @@ async fn g5_without_any_coordinator_nodes_go_degraded_and_come_back() {
         calls + 1,
         "one refresh under the lock for three nodes"
     );
+    // A node started while no coordinator answers knows no assignment, yet
+    // the record was written under one: it still refreshes under the lock.
+    let late = world.add_node("n9").await;
+    let node = &world.nodes[late];
+    wait_for(
+        "the late node reports degraded mode",
+        Duration::from_secs(10),
+        || async { (node.metric("rhizome_ownership_degraded").await == Some(1.0)).then_some(()) },
+    )
+    .await;
+    let r = Client::new()
+        .send(
+            http::Method::DELETE,
+            &world.nodes[late].admin_url("/admin/v1/credentials/pool-2/token"),
+            &[("authorization", admin_auth().as_str())],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(&world, late, "/p2/late").await,
+        200,
+        "the late node refreshed"
+    );
+    world.nodes[late].proc.signal("KILL");
+    world.nodes[late]
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .await;
     for id in world.coords.ids() {
         world.coords.restart(id).await;
     }

@@ -71,6 +71,7 @@ pub async fn heartbeat(
             .await?;
         tracing::info!(node = %hb.node, credentials, node_ttl_ms = hb.node_ttl_ms, moved = applied.moved, "node joined");
     }
+    app.confirm_leadership().await?;
     encode_reply(&app)
 }
 

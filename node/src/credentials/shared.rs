@@ -96,6 +96,8 @@ pub async fn obtain(
                 return Ok(minted);
             }
             // Fenced out by a newer writer: wait a little, then read what it wrote.
+        } else if adopt_stored_assignment(cred, shared).await? {
+            continue;
         }
         if Instant::now() >= deadline {
             return Err(TokenError::WaitedForPeer(wait_limit));
@@ -106,6 +108,31 @@ pub async fn obtain(
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// Under the lock protocol (any node may refresh: `redis-lock`, or cluster
+/// mode while degraded) a node acting under an older assignment than the
+/// record's is refused the lock for good: one started while no coordinator
+/// answers knows none, and a mode switch leaves old assignments behind. It
+/// adopts the record's assignment, and the lock counter orders the writers
+/// from there. True when it did (try the lock again).
+async fn adopt_stored_assignment(
+    cred: &Credential,
+    shared: &SharedTokens,
+) -> Result<bool, TokenError> {
+    if cred.role() != Role::Any {
+        return Ok(false);
+    }
+    let stored = shared
+        .stored_assignment(&cred.name)
+        .await
+        .map_err(state_err)?;
+    if stored <= cred.assignment() {
+        return Ok(false);
+    }
+    tracing::info!(credential = %cred.name, assignment = stored, "acting under the assignment the shared record was written with");
+    cred.set_assignment(stored);
+    Ok(true)
 }
 
 /// How often a reader asks the owner again while it waits.

@@ -52,6 +52,9 @@ struct View {
     activated: HashMap<String, u64>,
     /// `applied` of the last answer acted on.
     seen: u64,
+    /// (term, applied) of the last answer acted on: an older answer (a
+    /// deposed leader's, or one delayed in a forward) is never acted on.
+    newest: (u64, u64),
     /// Send time of the last acknowledged heartbeat.
     acked_sent: Option<Instant>,
     /// No coordinator answered within the fence: the lock protocol rules.
@@ -115,7 +118,9 @@ impl Cluster {
     pub fn new(cfg: &CoordinatorConfig, node_id: &str, refreshers: Refreshers) -> Self {
         let shared = Arc::new(Shared {
             node_id: node_id.to_string(),
-            fence: cfg.node_ttl.saturating_sub(cfg.heartbeat_interval * 2),
+            fence: cfg
+                .node_ttl
+                .saturating_sub(cfg.heartbeat_interval.saturating_mul(2)),
             view: Mutex::new(View::default()),
         });
         let mut credentials = Vec::new();
@@ -156,6 +161,10 @@ impl Cluster {
             };
             let sent = Instant::now();
             match self.client.call(HEARTBEAT_PATH, &heartbeat).await {
+                Ok(reply) if (reply.term, reply.applied) < self.shared.view.lock().newest => {
+                    self.silence("an answer older than one already acted on", &shutdown);
+                    next = tokio::time::Instant::now() + self.interval.min(RETRY);
+                }
                 Ok(reply) => {
                     // Something moved: acknowledge it soon, so that moves
                     // waiting for everybody to have seen them become active.
@@ -195,6 +204,7 @@ impl Cluster {
             let was_degraded = std::mem::take(&mut view.degraded);
             view.acked_sent = Some(sent);
             view.seen = view.seen.max(reply.applied);
+            view.newest = view.newest.max((reply.term, reply.applied));
             let node_id = &self.shared.node_id;
             view.activated.retain(|c, since| {
                 owners

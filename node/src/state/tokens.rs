@@ -163,6 +163,16 @@ impl SharedTokens {
         Ok(taken.ok())
     }
 
+    /// The assignment the record was last written under (0: none).
+    pub async fn stored_assignment(&self, cred: &str) -> Result<u64, StateError> {
+        let client = self.redis.client();
+        let a: Option<String> = self
+            .redis
+            .run("token_epoch", client.hget(token_key(cred), "epoch_a"))
+            .await?;
+        Ok(a.and_then(|a| a.parse().ok()).unwrap_or(0))
+    }
+
     /// Releases a lock this node holds (best effort: it also expires).
     pub async fn unlock(&self, cred: &str, lease: &Lease) {
         self.leases.release(&lease_keys(cred), lease).await;

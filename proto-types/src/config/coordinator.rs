@@ -57,7 +57,11 @@ pub(super) fn check(config: &Config, e: &mut Vec<ConfigError>) {
             "coordinator.node_ttl",
             "must be between 500ms and 10m",
         ));
-    } else if c.node_ttl < 3 * c.heartbeat_interval {
+    } else if c
+        .heartbeat_interval
+        .checked_mul(3)
+        .is_none_or(|thrice| c.node_ttl < thrice)
+    {
         e.push(ConfigError::new(
             "coordinator.node_ttl",
             "must be at least 3 × heartbeat_interval: a node steps down \
@@ -147,6 +151,15 @@ mod tests {
         assert!(
             !errs.iter().any(|e| e.contains("u:p")),
             "never echo credentials"
+        );
+        let huge = errors(&format!(
+            "{REDIS}[coordinator]\nmode = \"cluster\"\nendpoints = [\"http://c:7070\"]\n\
+             heartbeat_interval = \"300000000000years\"\n"
+        ));
+        assert!(
+            huge.iter()
+                .any(|e| e.starts_with("coordinator.node_ttl: must be at least 3")),
+            "{huge:?}"
         );
         let ok = errors(&format!(
             "{REDIS}[coordinator]\nmode = \"cluster\"\nendpoints = [\"http://127.0.0.1:7070/\"]\n\
