@@ -150,9 +150,13 @@ impl App {
 impl App {
     /// The owner of `cred` (cluster mode) refreshes for the cluster, in the
     /// background so that events keep flowing; another node remembers that
-    /// peers are waiting, in case it becomes the owner next.
-    fn serve_peers(&self, cred: &Arc<Credential>) {
-        if cred.role() == Role::Owner {
+    /// peers are waiting, in case it becomes the owner next. A node on the
+    /// lock protocol (degraded) answers an explicit ask too (`asked`): a
+    /// reader elsewhere may be waiting for an owner cut off from the
+    /// coordinator.
+    fn serve_peers(&self, cred: &Arc<Credential>, asked: bool) {
+        let role = cred.role();
+        if role == Role::Owner || (asked && role == Role::Any) {
             self.shutdown.tasks().spawn(cred.clone().serve_peers());
         } else {
             cred.note_peer_ask();
@@ -180,12 +184,12 @@ impl EventSink for App {
                 } => {
                     if let Some(c) = self.credentials.get(&credential) {
                         c.invalidated_elsewhere(version);
-                        self.serve_peers(c);
+                        self.serve_peers(c, false);
                     }
                 }
                 StateEvent::RefreshRequest { credential } => {
                     if let Some(c) = self.credentials.get(&credential) {
-                        self.serve_peers(c);
+                        self.serve_peers(c, true);
                     }
                 }
                 StateEvent::SessionDeleted { id } => self.sessions.forget_local(&id),

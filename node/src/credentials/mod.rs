@@ -231,12 +231,12 @@ impl Credential {
         self.shared.is_some()
     }
 
-    /// The owner's answer to a peer's `refresh-request` or to an
+    /// The owner's (or, asked, a lock-protocol node's) answer to a peer's `refresh-request` or to an
     /// invalidation: makes sure the shared record holds a usable token,
     /// calling the token endpoint only if it does not (the lock and the
     /// re-read under it keep that to one call however many ask).
     pub async fn serve_peers(self: Arc<Self>) {
-        if self.role() != Role::Owner {
+        if self.role() == Role::Reader {
             return;
         }
         let me = self.clone();
