@@ -39,6 +39,10 @@ pub struct Liveness {
 struct Inner {
     last_seen: HashMap<String, Instant>,
     seen: HashMap<String, u64>,
+    /// Nodes whose death is being committed: their heartbeats are refused
+    /// until it applies (an acknowledgement now would let a node act as
+    /// owner of credentials that are about to move).
+    dying: std::collections::HashSet<String>,
 }
 
 impl Default for Liveness {
@@ -61,11 +65,35 @@ impl Liveness {
         self.office.subscribe()
     }
 
-    /// Records a heartbeat of `node` reporting `seen`.
-    pub fn heartbeat(&self, node: &str, seen: u64) {
+    /// Records a heartbeat of `node` reporting `seen`; false (nothing
+    /// recorded) while the node's death is being committed.
+    pub fn heartbeat(&self, node: &str, seen: u64) -> bool {
         let mut inner = self.inner.lock();
+        if inner.dying.contains(node) {
+            return false;
+        }
         inner.last_seen.insert(node.to_string(), Instant::now());
         inner.seen.insert(node.to_string(), seen);
+        true
+    }
+
+    /// Marks `node` dying if it is still silent for longer than `ttl` at
+    /// `now`, atomically with [`Liveness::heartbeat`]; true when marked.
+    pub fn mark_dying(&self, node: &str, ttl: Duration, now: Instant) -> bool {
+        let mut inner = self.inner.lock();
+        let silent = inner
+            .last_seen
+            .get(node)
+            .is_some_and(|t| now.saturating_duration_since(*t) > ttl);
+        if silent {
+            inner.dying.insert(node.to_string());
+        }
+        silent
+    }
+
+    /// The death of `node` was not committed: its heartbeats count again.
+    pub fn unmark_dying(&self, node: &str) {
+        self.inner.lock().dying.remove(node);
     }
 
     /// Forgets `node` (it left or was declared dead).
@@ -73,6 +101,7 @@ impl Liveness {
         let mut inner = self.inner.lock();
         inner.last_seen.remove(node);
         inner.seen.remove(node);
+        inner.dying.remove(node);
     }
 
     /// The `seen` index each node last reported.
@@ -100,6 +129,7 @@ impl Liveness {
         let mut inner = self.inner.lock();
         inner.last_seen.clear();
         inner.seen.clear();
+        inner.dying.clear();
         was
     }
 
@@ -177,9 +207,9 @@ async fn check(app: &App) {
     let nodes = app.sm.assignments().nodes().clone();
     for (node, silent) in app.liveness.expired(&nodes, Instant::now()) {
         let ttl_ms = nodes.get(&node).map_or(0, |i| i.node_ttl_ms);
-        if app
+        if !app
             .liveness
-            .is_live(&node, Duration::from_millis(ttl_ms), Instant::now())
+            .mark_dying(&node, Duration::from_millis(ttl_ms), Instant::now())
         {
             continue; // heard from while an earlier death was committed
         }
@@ -195,6 +225,7 @@ async fn check(app: &App) {
                 );
             }
             Err(e) => {
+                app.liveness.unmark_dying(&node);
                 tracing::warn!(node = %node, error = %e, "could not declare a silent node dead");
                 return;
             }
@@ -231,6 +262,34 @@ mod tests {
             credentials: BTreeSet::new(),
             node_ttl_ms: ttl_ms,
         }
+    }
+
+    #[test]
+    fn a_node_being_declared_dead_gets_no_acknowledgement_until_it_is_forgotten() {
+        let l = Liveness::default();
+        let ttl = Duration::from_secs(3);
+        assert!(l.heartbeat("n1", 4));
+        let later = Instant::now() + Duration::from_secs(4);
+        assert!(
+            !l.mark_dying("n1", Duration::from_secs(10), later),
+            "not silent for 10 s"
+        );
+        assert!(
+            l.mark_dying("n1", ttl, later),
+            "silent for longer than its ttl"
+        );
+        assert!(!l.heartbeat("n1", 5), "refused while its death commits");
+        l.unmark_dying("n1");
+        assert!(
+            l.heartbeat("n1", 5),
+            "a death that did not commit changes nothing"
+        );
+        assert!(l.mark_dying("n1", ttl, Instant::now() + Duration::from_secs(4)));
+        l.forget("n1");
+        assert!(
+            l.heartbeat("n1", 6),
+            "once dead and forgotten it may rejoin"
+        );
     }
 
     #[test]

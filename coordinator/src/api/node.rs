@@ -55,7 +55,12 @@ pub async fn heartbeat(
         return forward(&app, HEARTBEAT_PATH, &headers, bytes).await;
     }
     app.wait_leader_ready().await?;
-    app.liveness.heartbeat(&hb.node, hb.seen);
+    if !app.liveness.heartbeat(&hb.node, hb.seen) {
+        return Err(ApiError::no_leader(format!(
+            "node {} is being declared dead; it rejoins on its next heartbeat",
+            hb.node
+        )));
+    }
     if !app
         .sm
         .assignments()
