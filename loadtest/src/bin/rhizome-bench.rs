@@ -1,0 +1,438 @@
+//! `rhizome-bench`: a lean HTTP/1.1 load generator for comparing one proxy
+//! against another (or against the upstream itself) on one machine. It speaks
+//! raw HTTP/1.1 over keep-alive TCP from one thread, so it costs little of the
+//! core it shares with the upstream, and it reads the proxy's CPU time
+//! (`/proc/<pid>/task/*/schedstat`) and RSS around each run. Modes:
+//!
+//! - `max`: closed loop, `--connections` each with one request in flight, for
+//!   `--seconds`: requests/s and CPU-µs per request of `--pid`.
+//! - `rate`: open loop at `--rate` requests/s for `--seconds`: each request has
+//!   its scheduled start and its latency counts from there (no coordinated
+//!   omission); p50/p90/p99/p99.9/max, plus CPU-µs per request.
+//! - `idle`: opens `--connections` keep-alive connections, sends one request on
+//!   each, holds them, and reports `--pid`'s RSS growth per connection.
+//!
+//! Every mode is bounded in time (and `idle` in connections); output is one
+//! line of `key=value` pairs for scripts (`loadtest/bench.sh`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Max,
+    Rate,
+    Idle,
+}
+
+/// Lean keep-alive HTTP/1.1 load generator (see the module docs).
+#[derive(Debug, Parser)]
+#[command(name = "rhizome-bench")]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    mode: Mode,
+    /// Address of the server under test.
+    #[arg(long)]
+    addr: std::net::SocketAddr,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Extra request header `Name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    connections: u32,
+    /// Measured seconds (`max`, `rate`).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Unmeasured seconds first (`max`, `rate`).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Requests per second (`rate`).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Process whose CPU time and RSS are read.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// `rate`: also print every 100 ms window whose slowest request took
+    /// longer than this many milliseconds (finds periodic stalls).
+    #[arg(long)]
+    timeline_ms: Option<f64>,
+    /// Label printed first on the result line.
+    #[arg(long, default_value = "-")]
+    label: String,
+}
+
+/// Most seconds any mode runs (measured plus warmup).
+const MAX_SECONDS: f64 = 600.0;
+/// Bound of one request: a stuck server cannot hold the run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.seconds + args.warmup > MAX_SECONDS || args.seconds <= 0.0 || args.warmup < 0.0 {
+        bail!("--seconds plus --warmup must be within (0, {MAX_SECONDS}]");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let line = rt.block_on(async {
+        match args.mode {
+            Mode::Max => closed(&args).await,
+            Mode::Rate => open(&args).await,
+            Mode::Idle => idle(&args).await,
+        }
+    })?;
+    println!("label={} mode={:?} {line}", args.label, args.mode);
+    Ok(())
+}
+
+fn request_bytes(args: &Args) -> Vec<u8> {
+    let mut r = format!("GET {} HTTP/1.1\r\nHost: {}\r\n", args.path, args.addr);
+    for h in &args.headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+/// One keep-alive connection that sends the same request again and again.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await.context("connect")?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Sends `req` and reads one response; returns its status.
+    async fn exchange(&mut self, req: &[u8]) -> anyhow::Result<u16> {
+        self.stream.write_all(req).await?;
+        self.read_response().await
+    }
+
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed");
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn read_response(&mut self) -> anyhow::Result<u16> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            self.fill().await?;
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).context("head")?;
+        let status: u16 = head
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .context("status")?;
+        let mut length = None;
+        let mut chunked = false;
+        for line in head.split("\r\n").skip(1) {
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse::<usize>().ok();
+                } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = value.trim().eq_ignore_ascii_case("chunked");
+                }
+            }
+        }
+        let end = if chunked {
+            loop {
+                if let Some(i) = find(&self.buf[head_end..], b"0\r\n\r\n") {
+                    break head_end + i + 5;
+                }
+                self.fill().await?;
+            }
+        } else {
+            let end = head_end + length.unwrap_or(0);
+            while self.buf.len() < end {
+                self.fill().await?;
+            }
+            end
+        };
+        self.buf.drain(..end);
+        Ok(status)
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// CPU time (ns) of every thread of `pid`, and its RSS (KiB).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    /// (scheduled offset from start, latency) of every measured request.
+    timeline: Vec<(Duration, Duration)>,
+}
+
+fn cpu_line(pid: Option<u32>, cpu0: u64, ok: u64) -> String {
+    match pid {
+        Some(pid) => {
+            let used = cpu_ns(pid).saturating_sub(cpu0);
+            format!(
+                "cpu_us_per_req={:.2} rss_kib={}",
+                used as f64 / 1000.0 / ok.max(1) as f64,
+                rss_kib(pid)
+            )
+        }
+        None => String::new(),
+    }
+}
+
+async fn closed(args: &Args) -> anyhow::Result<String> {
+    let req: Rc<[u8]> = request_bytes(args).into();
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.seconds);
+    let local = tokio::task::LocalSet::new();
+    let cpu0 = RefCell::new(None::<u64>);
+    for _ in 0..args.connections {
+        let (req, tally, addr) = (req.clone(), tally.clone(), args.addr);
+        local.spawn_local(async move {
+            let Ok(mut conn) = Conn::open(addr).await else {
+                tally.borrow_mut().errors += 1;
+                return;
+            };
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, conn.exchange(&req)).await;
+                let mut t = tally.borrow_mut();
+                let measured = now >= measure_from;
+                match r {
+                    Ok(Ok(s)) if (200..300).contains(&s) => t.ok += u64::from(measured),
+                    _ => {
+                        t.errors += 1;
+                        drop(t);
+                        match Conn::open(addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        });
+    }
+    local
+        .run_until(async {
+            tokio::time::sleep_until(measure_from.into()).await;
+            *cpu0.borrow_mut() = args.pid.map(cpu_ns);
+            let ok0 = tally.borrow().ok;
+            tokio::time::sleep_until(end.into()).await;
+            // Let in-flight requests finish (they count when they started measured).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = ok0;
+        })
+        .await;
+    let t = tally.borrow();
+    let cpu = cpu_line(args.pid, cpu0.borrow().unwrap_or(0), t.ok);
+    Ok(format!(
+        "rps={:.0} ok={} errors={} {cpu}",
+        t.ok as f64 / args.seconds,
+        t.ok,
+        t.errors
+    ))
+}
+
+async fn open(args: &Args) -> anyhow::Result<String> {
+    let req: Rc<[u8]> = request_bytes(args).into();
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(1) as f64);
+    let warm = (args.warmup * args.rate as f64) as u64;
+    let total = warm + (args.seconds * args.rate as f64) as u64;
+    let next = Rc::new(RefCell::new(0u64));
+    let tally = Rc::new(RefCell::new(Tally {
+        latencies: Vec::with_capacity(usize::try_from(total - warm).unwrap_or(0)),
+        ..Tally::default()
+    }));
+    let start = Instant::now() + Duration::from_millis(200);
+    let hard_end =
+        start + Duration::from_secs_f64(args.warmup + args.seconds) + REQUEST_TIMEOUT;
+    let local = tokio::task::LocalSet::new();
+    let timeline = args.timeline_ms.is_some();
+    let mut conns = Vec::new();
+    for _ in 0..args.connections {
+        conns.push(Conn::open(args.addr).await?);
+    }
+    for mut conn in conns {
+        let (req, tally, next, addr) = (req.clone(), tally.clone(), next.clone(), args.addr);
+        local.spawn_local(async move {
+            loop {
+                let i = {
+                    let mut n = next.borrow_mut();
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                if i >= total {
+                    break;
+                }
+                let due = start + interval * u32::try_from(i).unwrap_or(u32::MAX);
+                if Instant::now() > hard_end {
+                    break;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, conn.exchange(&req)).await;
+                let latency = due.elapsed();
+                let mut t = tally.borrow_mut();
+                match r {
+                    Ok(Ok(s)) if (200..300).contains(&s) => {
+                        if i >= warm {
+                            t.ok += 1;
+                            t.latencies.push(latency);
+                            if timeline {
+                                t.timeline.push((due - start, latency));
+                            }
+                        }
+                    }
+                    _ => {
+                        t.errors += 1;
+                        drop(t);
+                        match Conn::open(addr).await {
+                            Ok(c) => conn = c,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let warm_end = start + interval * u32::try_from(warm).unwrap_or(u32::MAX);
+    let cpu0 = local
+        .run_until(async {
+            tokio::time::sleep_until(warm_end.into()).await;
+            args.pid.map(cpu_ns)
+        })
+        .await;
+    local.await;
+    let elapsed = start.elapsed().as_secs_f64() - args.warmup;
+    let mut t = tally.borrow_mut();
+    let cpu = cpu_line(args.pid, cpu0.unwrap_or(0), t.ok);
+    if let Some(ms) = args.timeline_ms {
+        print_timeline(&t.timeline, ms);
+    }
+    t.latencies.sort_unstable();
+    let q = |q: f64| -> f64 {
+        let v = &t.latencies;
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+        v[rank - 1].as_secs_f64() * 1000.0
+    };
+    Ok(format!(
+        "rate={} achieved={:.0} ok={} errors={} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} {cpu}",
+        args.rate,
+        t.ok as f64 / elapsed.max(1e-9),
+        t.ok,
+        t.errors,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(1.0),
+    ))
+}
+
+async fn idle(args: &Args) -> anyhow::Result<String> {
+    let Some(pid) = args.pid else {
+        bail!("idle needs --pid");
+    };
+    let req = request_bytes(args);
+    // Settle: the node's periodic work has run and freed what it frees.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid);
+    let mut conns = Vec::with_capacity(args.connections as usize);
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds.max(1.0) * 10.0);
+    for _ in 0..args.connections {
+        if Instant::now() > deadline {
+            bail!("idle: opening connections took too long");
+        }
+        let mut c = Conn::open(args.addr).await?;
+        let status = tokio::time::timeout(REQUEST_TIMEOUT, c.exchange(&req))
+            .await
+            .context("idle: request timed out")??;
+        if !(200..300).contains(&status) {
+            bail!("idle: answered {status}");
+        }
+        conns.push(c);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid);
+    let n = conns.len() as f64;
+    drop(conns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let closed = rss_kib(pid);
+    Ok(format!(
+        "connections={} rss_before_kib={before} rss_held_kib={after} rss_closed_kib={closed} kib_per_conn={:.2}",
+        args.connections,
+        (after as f64 - before as f64) / n
+    ))
+}
+
+/// Prints the 100 ms windows whose slowest request exceeded `ms`.
+fn print_timeline(points: &[(Duration, Duration)], ms: f64) {
+    let mut windows = std::collections::BTreeMap::<u128, (u64, Duration)>::new();
+    for (at, latency) in points {
+        let w = windows.entry(at.as_millis() / 100).or_default();
+        w.0 += 1;
+        w.1 = w.1.max(*latency);
+    }
+    for (w, (n, max)) in windows {
+        let max_ms = max.as_secs_f64() * 1000.0;
+        if max_ms > ms {
+            println!("window_s={:.1} requests={n} max_ms={max_ms:.2}", w as f64 / 10.0);
+        }
+    }
+}
