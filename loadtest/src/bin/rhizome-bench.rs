@@ -249,18 +249,15 @@ async fn closed(args: &Args) -> anyhow::Result<String> {
                     break;
                 }
                 let r = tokio::time::timeout(REQUEST_TIMEOUT, conn.exchange(&req)).await;
-                let mut t = tally.borrow_mut();
                 let measured = now >= measure_from;
-                match r {
-                    Ok(Ok(s)) if (200..300).contains(&s) => t.ok += u64::from(measured),
-                    _ => {
-                        t.errors += 1;
-                        drop(t);
-                        match Conn::open(addr).await {
-                            Ok(c) => conn = c,
-                            Err(_) => break,
-                        }
-                    }
+                if matches!(r, Ok(Ok(s)) if (200..300).contains(&s)) {
+                    tally.borrow_mut().ok += u64::from(measured);
+                    continue;
+                }
+                tally.borrow_mut().errors += 1;
+                match Conn::open(addr).await {
+                    Ok(c) => conn = c,
+                    Err(_) => break,
                 }
             }
         });
@@ -297,8 +294,7 @@ async fn open(args: &Args) -> anyhow::Result<String> {
         ..Tally::default()
     }));
     let start = Instant::now() + Duration::from_millis(200);
-    let hard_end =
-        start + Duration::from_secs_f64(args.warmup + args.seconds) + REQUEST_TIMEOUT;
+    let hard_end = start + Duration::from_secs_f64(args.warmup + args.seconds) + REQUEST_TIMEOUT;
     let local = tokio::task::LocalSet::new();
     let timeline = args.timeline_ms.is_some();
     let mut conns = Vec::new();
@@ -325,25 +321,21 @@ async fn open(args: &Args) -> anyhow::Result<String> {
                 tokio::time::sleep_until(due.into()).await;
                 let r = tokio::time::timeout(REQUEST_TIMEOUT, conn.exchange(&req)).await;
                 let latency = due.elapsed();
-                let mut t = tally.borrow_mut();
-                match r {
-                    Ok(Ok(s)) if (200..300).contains(&s) => {
-                        if i >= warm {
-                            t.ok += 1;
-                            t.latencies.push(latency);
-                            if timeline {
-                                t.timeline.push((due - start, latency));
-                            }
+                if matches!(r, Ok(Ok(s)) if (200..300).contains(&s)) {
+                    if i >= warm {
+                        let mut t = tally.borrow_mut();
+                        t.ok += 1;
+                        t.latencies.push(latency);
+                        if timeline {
+                            t.timeline.push((due - start, latency));
                         }
                     }
-                    _ => {
-                        t.errors += 1;
-                        drop(t);
-                        match Conn::open(addr).await {
-                            Ok(c) => conn = c,
-                            Err(_) => break,
-                        }
-                    }
+                    continue;
+                }
+                tally.borrow_mut().errors += 1;
+                match Conn::open(addr).await {
+                    Ok(c) => conn = c,
+                    Err(_) => break,
                 }
             }
         });
@@ -432,7 +424,10 @@ fn print_timeline(points: &[(Duration, Duration)], ms: f64) {
     for (w, (n, max)) in windows {
         let max_ms = max.as_secs_f64() * 1000.0;
         if max_ms > ms {
-            println!("window_s={:.1} requests={n} max_ms={max_ms:.2}", w as f64 / 10.0);
+            println!(
+                "window_s={:.1} requests={n} max_ms={max_ms:.2}",
+                w as f64 / 10.0
+            );
         }
     }
 }
