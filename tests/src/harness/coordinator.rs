@@ -22,10 +22,7 @@ use std::process::{ExitStatus, Output};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::Method;
 use serde_json::Value;
 
 use super::http::Resp;
@@ -357,27 +354,9 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Option<Resp> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(body)).ok()?;
-    let exchange = async {
-        let resp = client.request(req).await.ok()?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.ok()?.to_bytes();
-        Some(Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
-    };
-    tokio::time::timeout(CALL_DEADLINE, exchange)
+    super::http::Client::new()
+        .try_send(method, url, headers, body, CALL_DEADLINE)
         .await
-        .ok()
-        .flatten()
 }
 
 /// Credential → owner node in a `/v1/cluster` view.

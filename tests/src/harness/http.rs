@@ -123,11 +123,25 @@ impl Client {
         headers: &[(&str, &str)],
         deadline: Duration,
     ) -> Option<Resp> {
-        let mut req = Request::builder().method(Method::GET).uri(url);
+        self.try_send(Method::GET, url, headers, Bytes::new(), deadline)
+            .await
+    }
+
+    /// A request that gives up quietly: `None` on any failure or when the
+    /// whole response is not in within `deadline`.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        deadline: Duration,
+    ) -> Option<Resp> {
+        let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(Bytes::new())).ok()?;
+        let req = req.body(Full::new(body)).ok()?;
         let exchange = async {
             let resp = self.inner.request(req).await.ok()?;
             let (parts, body) = resp.into_parts();
