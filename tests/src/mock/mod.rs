@@ -90,6 +90,29 @@ pub struct Args {
     /// Where to write the certificate PEM (with `--tls`).
     #[arg(long, value_name = "FILE", requires = "tls")]
     pub cert_out: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Tools of `rhizome-mock` besides serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Exits 0 when the mock at `url` answers 200 (for container healthchecks,
+    /// where images carry no curl).
+    Healthcheck {
+        /// A URL every mock answers.
+        #[arg(long, default_value = "http://127.0.0.1:9999/_mock/stats")]
+        url: String,
+    },
+}
+
+/// Runs [`Command::Healthcheck`]: whether `url` answered 200 within 5 s.
+pub async fn healthcheck(url: &str) -> bool {
+    let client = crate::harness::http::Client::new();
+    matches!(
+        client.try_get(url, &[], std::time::Duration::from_secs(5)).await,
+        Some(resp) if resp.status == 200
+    )
 }
 
 impl std::fmt::Debug for Args {
