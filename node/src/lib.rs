@@ -39,6 +39,7 @@ pub mod shutdown;
 pub mod sse;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 mod app;
@@ -91,6 +92,10 @@ pub async fn run(
     let admin_addr = listeners.admin.local_addr()?;
 
     if let Some(redis) = &app.state.redis {
+        redis
+            .check_tls()
+            .await
+            .map_err(|e| RunError::Config(vec![e]))?;
         redis.start(shutdown.token());
         state::events::spawn(
             redis.clone(),

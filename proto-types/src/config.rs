@@ -8,6 +8,7 @@
 
 mod coordinator;
 mod credential;
+mod redis;
 mod route;
 mod unsupported;
 mod validate;
@@ -21,10 +22,11 @@ use serde::Deserialize;
 pub use credential::{
     ClientAuth, CredentialConfig, CredentialKind, CredentialSpec, InjectConfig, JwtAlgorithm,
 };
+pub use redis::{url_uses_tls, RedisTls, REDIS_SCHEMES};
 pub use route::{
     DisconnectPolicy, RouteConfig, SessionMode, SseConfig, UpstreamConfig, UpstreamProtocol,
 };
-pub use unsupported::{unmodelled_key, REDIS_SCHEMES};
+pub use unsupported::unmodelled_key;
 pub use validate::ConfigError;
 
 use crate::Secret;
@@ -133,9 +135,10 @@ pub enum StateBackend {
 pub struct StateConfig {
     /// Where shared state lives.
     pub backend: StateBackend,
-    /// Redis URL when `backend = "redis"`; only `redis://` in this build
-    /// (see [`REDIS_SCHEMES`]): a TLS URL is refused, never downgraded.
+    /// Redis URL when `backend = "redis"`: one of [`REDIS_SCHEMES`].
     pub redis_url: String,
+    /// Verification and client certificate of a `rediss://` connection.
+    pub tls: Option<RedisTls>,
     /// Upper bound of one state-store operation.
     #[serde(with = "humantime_serde")]
     pub op_timeout: Duration,
@@ -148,6 +151,7 @@ impl Default for StateConfig {
         StateConfig {
             backend: StateBackend::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            tls: None,
             op_timeout: Duration::from_millis(250),
             encryption_key: None,
         }

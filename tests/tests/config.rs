@@ -63,7 +63,6 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
     fake_redis.set_nonblocking(true).expect("nonblocking");
     let port = fake_redis.local_addr().expect("addr").port();
     for scheme in [
-        "rediss",
         "redis+sentinel",
         "redis-sentinel",
         "redis-cluster",
@@ -88,11 +87,11 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
         );
         assert!(!err.contains("redis-pw-never-shown"), "{err}");
     }
-    // Start-up refuses a TLS URL too, before any connection is attempted:
-    // the password is never sent in clear.
+    // Start-up refuses it too, before any connection is attempted: the
+    // password is never sent anywhere.
     let log = start_up_refuses(&cfg_with(&env, port)).await;
     assert!(
-        log.contains("state.redis_url: scheme \"rediss\" is not supported by this build"),
+        log.contains("state.redis_url: scheme \"redis-cluster\" is not supported by this build"),
         "{log}"
     );
     assert!(!log.contains("redis-pw-never-shown"), "{log}");
@@ -104,10 +103,10 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
 
 fn cfg_with(env: &Env, port: u16) -> std::path::PathBuf {
     env.write(
-        "rediss.toml",
+        "redis-cluster.toml",
         format!(
             "[state]\nbackend = \"redis\"\n\
-             redis_url = \"rediss://:redis-pw-never-shown@127.0.0.1:{port}\"\n\
+             redis_url = \"redis-cluster://:redis-pw-never-shown@127.0.0.1:{port}\"\n\
              [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
         ),
     )
@@ -173,7 +172,6 @@ producer_lease = "5s"
     let refused: Vec<String> = [
         "limits.on_store_error",
         "log",
-        "state.tls",
         "clients[0].rate",
         "clients[0].burst",
         "clients[0].max_streams",
@@ -190,6 +188,7 @@ producer_lease = "5s"
         &[
             "error: state.redis_url: only applies to state.backend = \"redis\"",
             "error: state.op_timeout: only applies to state.backend = \"redis\"",
+            "error: state.tls: only applies to state.backend = \"redis\"",
             "error: coordinator.mode: \"cluster\" needs state.backend = \"redis\"",
             "error: credentials[0].refresh_margin: not a setting of kind \"static\"",
             "error: upstreams[0].ca_file: only applies to https:// targets",

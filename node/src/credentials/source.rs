@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::config::{resolve, SecretError};
 use crate::error::{error_chain, full};
-use crate::upstream::client::{self, ClientBuildError, ClientSettings};
+use crate::upstream::client::{self, ClientSettings};
 use crate::upstream::HttpClient;
 
 /// Upper bound of one token-endpoint call, connect to last byte.
@@ -316,10 +316,7 @@ fn private_ca_client(ca_file: &std::path::Path) -> Result<HttpClient, SourceBuil
     };
     client::build(&settings).map_err(|e| SourceBuildError::Invalid {
         field: "ca_file",
-        message: match e {
-            ClientBuildError::CaFile { path, reason } => format!("{path}: {reason}"),
-            other => other.to_string(),
-        },
+        message: e.0.to_string(),
     })
 }
 

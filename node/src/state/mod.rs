@@ -7,6 +7,7 @@
 pub mod events;
 pub mod lease;
 pub mod redis;
+pub mod redis_tls;
 pub mod replay;
 pub mod sessions;
 pub mod tokens;
@@ -14,7 +15,9 @@ pub mod tokens;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhizome_proto::config::{ConfigError, CoordinatorMode, StateBackend, StateConfig};
+use rhizome_proto::config::{
+    url_uses_tls, ConfigError, CoordinatorMode, StateBackend, StateConfig,
+};
 use secrecy::SecretString;
 
 use crate::credentials::source::TOKEN_FETCH_TIMEOUT;
@@ -57,8 +60,12 @@ impl SharedState {
                 tokens: None,
             }),
             StateBackend::Redis => {
+                let tls = match url_uses_tls(&cfg.redis_url) {
+                    true => Some(redis_tls::client_config(cfg.tls.as_ref())?),
+                    false => None,
+                };
                 let redis = Arc::new(
-                    Redis::new(cfg)
+                    Redis::new(cfg, tls)
                         .map_err(|e| ConfigError::new("state.redis_url", e.to_string()))?,
                 );
                 let tokens = match mode {

@@ -60,14 +60,17 @@ use std::time::{Duration, Instant};
 use fred::clients::{Client, Pool, SubscriberClient, WithOptions};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, UnresponsiveConfig};
+use fred::types::config::{
+    Config as FredConfig, Options, ReconnectPolicy, ServerConfig, TlsConnector, UnresponsiveConfig,
+};
 use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, Value};
 use fred::util::{redis_keyslot, sha1_hash};
-use rhizome_proto::config::StateConfig;
+use rhizome_proto::config::{ConfigError, StateConfig};
 use rhizome_proto::records::SSE_WAKE;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::redis_tls;
 use crate::metrics;
 
 /// While Redis is down, one operation per interval is let through as a probe.
@@ -163,13 +166,53 @@ pub struct Redis {
     started: Instant,
     /// Counts returns from an outage: caches and kept tokens resync then.
     recoveries: tokio::sync::watch::Sender<u64>,
+    /// What [`Redis::check_tls`] connects to, over TLS only.
+    tls_check: Option<TlsCheck>,
+}
+
+/// The TLS settings and the first address of a `rediss://` deployment.
+struct TlsCheck {
+    tls: Arc<rustls::ClientConfig>,
+    host: String,
+    port: u16,
+}
+
+impl std::fmt::Debug for TlsCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsCheck({}:{})", self.host, self.port)
+    }
+}
+
+/// The server of a plain URL, or the first sentinel of a Sentinel URL.
+fn first_host(server: &ServerConfig) -> Option<(String, u16)> {
+    let first = match server {
+        ServerConfig::Centralized { server } => Some(server),
+        ServerConfig::Sentinel { hosts, .. } | ServerConfig::Clustered { hosts, .. } => {
+            hosts.first()
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }?;
+    Some((first.host.to_string(), first.port))
 }
 
 impl Redis {
-    /// Builds (does not connect) a client for `cfg.redis_url`.
-    pub fn new(cfg: &StateConfig) -> Result<Self, StateError> {
+    /// Builds (does not connect) a client for `cfg.redis_url`, over TLS with
+    /// `tls` when the URL asks for it.
+    pub fn new(
+        cfg: &StateConfig,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, StateError> {
         let mut config = FredConfig::from_url(&cfg.redis_url)
             .map_err(|e| StateError::Protocol(format!("redis_url: {}", e.details())))?;
+        let tls_check = match tls {
+            Some(tls) => {
+                config.tls =
+                    Some(TlsConnector::from(tokio_rustls::TlsConnector::from(tls.clone())).into());
+                first_host(&config.server).map(|(host, port)| TlsCheck { tls, host, port })
+            }
+            None => None,
+        };
         // A node may start before Redis: keep reconnecting instead of giving up.
         config.fail_fast = false;
         let op_timeout = cfg.op_timeout;
@@ -217,7 +260,17 @@ impl Redis {
             last_probe_ms: AtomicU64::new(0),
             started: Instant::now(),
             recoveries: tokio::sync::watch::channel(0).0,
+            tls_check,
         })
+    }
+
+    /// Over TLS, checks once that the first server (or sentinel) and this
+    /// node accept each other's certificates ([`redis_tls::check`]).
+    pub async fn check_tls(&self) -> Result<(), ConfigError> {
+        match &self.tls_check {
+            Some(c) => redis_tls::check(c.tls.clone(), &c.host, c.port).await,
+            None => Ok(()),
+        }
     }
 
     /// Starts the connections and the health probe. Returns at once: a node

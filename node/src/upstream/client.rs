@@ -4,18 +4,15 @@
 //! here; only their settings differ (protocol, CA, pool sizes).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::TlsFileError;
+use crate::BoxBody;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rhizome_proto::config::UpstreamProtocol;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
-
-use crate::BoxBody;
 
 /// The pooled HTTP/1.1 + HTTP/2 (+TLS) client.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, BoxBody>;
@@ -47,48 +44,14 @@ impl Default for ClientSettings<'_> {
     }
 }
 
-/// Why a client could not be built.
+/// Why a client could not be built: its TLS settings (the CA file).
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBuildError {
-    /// The CA file could not be read or holds no certificate.
-    #[error("ca_file {path}: {reason}")]
-    CaFile {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// rustls rejected the configuration.
-    #[error("tls: {0}")]
-    Tls(#[from] rustls::Error),
-}
+#[error("ca_file {0}")]
+pub struct ClientBuildError(#[from] pub TlsFileError);
 
 /// Builds a client with `settings`.
 pub fn build(settings: &ClientSettings<'_>) -> Result<HttpClient, ClientBuildError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = settings.ca_file {
-        let ca_err = |reason: String| ClientBuildError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-            .map_err(|e| ca_err(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| ca_err(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(ca_err("no certificate found".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = crate::tls::client_config(settings.ca_file, None)?;
 
     let mut http = HttpConnector::new();
     http.enforce_http(false);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::credential::default_refresh_margin;
 use super::route::{default_session_idle_ttl, SseConfig};
 use super::{
-    unsupported, Config, CoordinatorMode, CredentialKind, SessionMode, StateBackend, StateConfig,
+    redis, Config, CoordinatorMode, CredentialKind, SessionMode, StateBackend, StateConfig,
 };
 
 /// One configuration problem: where, and what is wrong.
@@ -125,7 +125,7 @@ impl Config {
                 "must be between 8192 and 1048576",
             ));
         }
-        unsupported::check(self, e);
+        redis::check(&self.state.redis_url, self.state.tls.as_ref(), e);
         super::coordinator::check(self, e);
         if self.coordinator.mode == CoordinatorMode::RedisLock
             && self.state.backend == StateBackend::Memory
@@ -360,6 +360,9 @@ impl Config {
         }
         if memory && self.state.op_timeout != defaults.op_timeout {
             e.push(ConfigError::new("state.op_timeout", NEEDS_REDIS));
+        }
+        if memory && self.state.tls.is_some() {
+            e.push(ConfigError::new("state.tls", NEEDS_REDIS));
         }
         if self.state.encryption_key.is_some() {
             if memory {

@@ -16,6 +16,7 @@ pub mod ownership;
 pub mod redis;
 pub mod secrets;
 pub mod sse;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

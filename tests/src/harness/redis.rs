@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::tls::TlsFiles;
 use super::{Env, Proc};
 
 /// A running `redis-server`.
@@ -17,6 +18,10 @@ pub struct RedisServer {
     dir: PathBuf,
     env_dir: PathBuf,
     starts: u32,
+    /// The certificates of a TLS-only server (`redis-cli` needs them).
+    tls: Option<TlsFiles>,
+    /// The port arguments it was started with (a restart reuses them).
+    listen: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -25,27 +30,38 @@ fn free_port() -> u16 {
 }
 
 async fn spawn(port: u16, dir: &std::path::Path, log: &std::path::Path) -> Option<Proc> {
-    let args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--protected-mode",
-        "no",
-        "--save",
-        "",
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--dir",
-        &dir.display().to_string(),
-        "--loglevel",
-        "notice",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    spawn_with(&["--port".into(), port.to_string()], dir, log).await
+}
+
+/// Starts `redis-server` with `listen` (the port arguments) and this
+/// harness's settings, and waits until it is ready.
+async fn spawn_with(
+    listen: &[String],
+    dir: &std::path::Path,
+    log: &std::path::Path,
+) -> Option<Proc> {
+    let dir_arg = dir.display().to_string();
+    let args: Vec<String> = listen
+        .iter()
+        .map(String::as_str)
+        .chain([
+            "--bind",
+            "127.0.0.1",
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            &dir_arg,
+            "--loglevel",
+            "notice",
+        ])
+        .map(|s| s.to_string())
+        .collect();
     let mut proc = Proc::spawn(std::path::Path::new("redis-server"), &args, &[], log).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -79,6 +95,48 @@ impl Env {
             dir,
             env_dir: self.dir.clone(),
             starts: 1,
+            tls: None,
+            listen: vec!["--port".into(), port.to_string()],
+        }
+    }
+
+    /// Starts a private `redis-server` that speaks TLS only, with `files`'
+    /// server certificate, trusting `files`' CA for client certificates,
+    /// which it requires when `require_client_cert`.
+    pub async fn redis_tls(&self, files: &TlsFiles, require_client_cert: bool) -> RedisServer {
+        let dir = self.path("redis-tls-data");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let port = free_port();
+        let auth_clients = if require_client_cert { "yes" } else { "no" };
+        let listen: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &files.server_cert.display().to_string(),
+            "--tls-key-file",
+            &files.server_key.display().to_string(),
+            "--tls-ca-cert-file",
+            &files.ca.display().to_string(),
+            "--tls-auth-clients",
+            auth_clients,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let log = self.path(&format!("redis-tls-{port}.log"));
+        let proc = spawn_with(&listen, &dir, &log)
+            .await
+            .unwrap_or_else(|| panic!("redis-server with TLS did not start on {port}"));
+        RedisServer {
+            proc,
+            port,
+            dir,
+            env_dir: self.dir.clone(),
+            starts: 1,
+            tls: Some(files.clone()),
+            listen,
         }
     }
 
@@ -97,6 +155,8 @@ impl Env {
                     dir,
                     env_dir: self.dir.clone(),
                     starts: 1,
+                    tls: None,
+                    listen: vec!["--port".into(), port.to_string()],
                 };
             }
         }
@@ -108,9 +168,14 @@ impl Env {
 }
 
 impl RedisServer {
-    /// `redis://127.0.0.1:port`.
+    /// `redis://127.0.0.1:port` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
@@ -132,7 +197,7 @@ impl RedisServer {
             let log = self
                 .env_dir
                 .join(format!("redis-restart-{}.log", self.starts));
-            if let Some(proc) = spawn(self.port, &self.dir, &log).await {
+            if let Some(proc) = spawn_with(&self.listen, &self.dir, &log).await {
                 self.proc = proc;
                 return;
             }
@@ -143,11 +208,18 @@ impl RedisServer {
 
     /// Runs `redis-cli` against the server and returns its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
+        let mut cmd = std::process::Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client_cert)
+                .arg("--key")
+                .arg(&tls.client_key);
+        }
+        let out = cmd.args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 

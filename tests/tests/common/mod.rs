@@ -13,10 +13,11 @@ pub async fn node_redis(port: u16, op_timeout: Duration) -> Arc<Redis> {
     let cfg = StateConfig {
         backend: StateBackend::Redis,
         redis_url: format!("redis://127.0.0.1:{port}"),
+        tls: None,
         op_timeout,
         encryption_key: None,
     };
-    let redis = Arc::new(Redis::new(&cfg).expect("redis client"));
+    let redis = Arc::new(Redis::new(&cfg, None).expect("redis client"));
     redis.start(CancellationToken::new());
     tokio::time::timeout(Duration::from_secs(10), redis.wait_connected())
         .await
