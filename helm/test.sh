@@ -14,6 +14,8 @@
 #       the Prometheus Operator's kinds have no schema there, so they are
 #       checked by check_rendered.py instead (and any other unknown kind fails);
 #     - helm/test/check_rendered.py: assertions on the rendered objects;
+#     - promtool check rules on the PrometheusRule's groups, when promtool is
+#       installed (Debian package prometheus);
 #     - the rendered config.toml and coordinator.toml are checked by the real
 #       rhizome-node / rhizome-coordinator `check-config` when the binaries are
 #       found (RHIZOME_NODE_BIN / RHIZOME_COORDINATOR_BIN, target/debug or
@@ -144,6 +146,16 @@ for values in "$OUT/defaults-values.yaml" "$CHART"/ci/*-values.yaml; do
     "$PY" "$HELM_DIR/test/check_rendered.py" --case "$case" --values "$values" \
         --manifest "$dir/manifest.yaml" --out "$dir" --namespace "$NAMESPACE" --release "$RELEASE" --helm "$HELM" \
         || die "$case: check_rendered.py"
+
+    if [[ -f "$dir/prometheus-rules.yaml" ]]; then
+        if command -v promtool >/dev/null; then
+            say "$case: promtool check rules on the PrometheusRule's groups"
+            promtool check rules "$dir/prometheus-rules.yaml" >"$dir/promtool.log" 2>&1 \
+                || { cat "$dir/promtool.log"; die "$case: promtool check rules"; }
+        else
+            say "$case: promtool not found: the alerts' PromQL is not parsed"
+        fi
+    fi
 
     if [[ -n "$NODE_BIN" ]]; then
         say "$case: rhizome-node check-config on the rendered config.toml"

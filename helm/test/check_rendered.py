@@ -393,6 +393,8 @@ def main() -> int:
         if "RhizomeNoRaftLeader" in alerts:
             check("rhizome_raft_is_leader" in alerts["RhizomeNoRaftLeader"] and "< 1" in alerts["RhizomeNoRaftLeader"], "no-leader expr")
         check(re.search(r"increase\(rhizome_sse_gaps_total\{[^}]*\}\[10m\]\)", alerts.get("RhizomeSseGapsRising", "")) is not None, "SSE gaps expr")
+        # The rule groups as a Prometheus rules file, for `promtool check rules`.
+        (a.out / "prometheus-rules.yaml").write_text(yaml.safe_dump({"groups": pr["spec"]["groups"]}, sort_keys=False))
 
     # --- the node's environment and files, as the pod would have them ---
     env_names, env_out, envfrom = {}, {}, bool(c.get("envFrom"))
