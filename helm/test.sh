@@ -109,6 +109,12 @@ say "helm $("$HELM" version --short), kubernetes-validate $("$KV" --version), Ku
 say "rhizome-node: ${NODE_BIN:-not found, config.toml not checked by the node}"
 say "rhizome-coordinator: ${COORD_BIN:-not found, coordinator.toml not checked}"
 
+# The chart deploys the workspace's version.
+workspace_version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml")
+app_version=$(sed -n 's/^appVersion: "\(.*\)"/\1/p' "$CHART/Chart.yaml")
+[[ -n "$workspace_version" && "$app_version" == "$workspace_version" ]] \
+    || die "Chart.yaml appVersion \"$app_version\" is not the workspace version \"$workspace_version\""
+
 rm -rf "$OUT"
 mkdir -p "$OUT/fixtures"
 # Stand-ins for what Secrets hold where the node parses it: an RSA key for an
