@@ -150,7 +150,9 @@ impl Modify for ForClients {
             if let Some(RefOr::T(Schema::Object(headers))) = o.properties.get_mut("headers") {
                 let value = OneOfBuilder::new()
                     .item(ObjectBuilder::new().schema_type(Type::String))
-                    .item(ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)));
+                    .item(
+                        ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)),
+                    );
                 headers.additional_properties =
                     Some(Box::new(AdditionalProperties::RefOr(value.into())));
             }
