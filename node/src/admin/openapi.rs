@@ -17,6 +17,10 @@ use utoipa::{Modify, OpenApi};
         super::delete_token,
         super::list_sessions,
         super::streams::list_streams,
+        super::cluster::cluster_view,
+        super::dashboard::index,
+        super::dashboard::script,
+        super::dashboard::style,
         crate::proxy::intent::handle,
     ),
     components(schemas(
@@ -27,12 +31,16 @@ use utoipa::{Modify, OpenApi};
         super::SessionView,
         super::streams::StreamList,
         super::streams::StreamView,
+        super::cluster::ClusterView,
+        super::cluster::CoordinatorInfo,
+        super::cluster::OwnershipView,
+        super::cluster::RedisView,
         crate::credentials::CredentialView,
         crate::proxy::intent::IntentRequest,
         crate::proxy::intent::IntentResponse,
     )),
     modifiers(&Security),
-    tags((name = "proxy", description = "Served on the proxy listener"), (name = "admin"), (name = "health"))
+    tags((name = "proxy", description = "Served on the proxy listener"), (name = "admin"), (name = "health"), (name = "dashboard", description = "The admin dashboard: a page and its assets, no data"))
 )]
 struct ApiDoc;
 
