@@ -364,12 +364,17 @@ def run(driver, a, page, base, forbidden, secrets, patterns, t, console):
     ok(f"request rate from /metrics: {rate}; errors {by_id(driver, 'rate-errors').text}")
 
     # --- 3. Screenshot -------------------------------------------------------
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(height + 40, 1000), 4000))
+    # The whole page, not just the window.
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png",
+        "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+    })
     os.makedirs(os.path.dirname(os.path.abspath(a.screenshot)), exist_ok=True)
-    if not driver.save_screenshot(a.screenshot):
-        raise Failed(f"could not save {a.screenshot}")
-    ok(f"screenshot saved: {a.screenshot}")
+    with open(a.screenshot, "wb") as f:
+        f.write(base64.b64decode(shot["data"]))
+    ok(f"screenshot of the whole page ({int(size['width'])}x{int(size['height'])}) saved: {a.screenshot}")
 
     # --- 4. Actions ----------------------------------------------------------
     def token_calls():
@@ -440,7 +445,8 @@ def run(driver, a, page, base, forbidden, secrets, patterns, t, console):
     found = [f"{p!r} in {where}" for where, text in places.items() for p in forbidden if p in text]
     if found:
         raise Failed("secrets or tokens exposed: " + "; ".join(found))
-    ok(f"no secret ({len(secrets)}), token pattern ({', '.join(patterns)}) or admin token in the DOM, storage, "
+    # (The patterns themselves are not printed: this output is kept with the logs and scanned too.)
+    ok(f"no secret ({len(secrets)}), issued-token pattern ({len(patterns)}) or admin token in the DOM, storage, "
        f"cookies, console or {len(net.requests)} requests / {len(net.bodies)} response bodies")
 
     csp_errors = [m for m in console if "Content Security Policy" in m or "Refused to" in m]

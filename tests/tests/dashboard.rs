@@ -8,7 +8,9 @@
 //! screenshot lands in `target/test-artifacts/dashboard.png`.
 //!
 //! Needs `chromium`, `chromium-driver` (Debian) and the Python package
-//! `selenium`; without them the test fails saying what to install.
+//! `selenium`; without them the test fails saying what to install. Besides
+//! the browser run: the page itself (headers, no data) and the data behind
+//! the cluster card in cluster mode (leader, owners, degraded).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::ownership::raft_world;
 use rhizome_tests::harness::secrets::{self, ADMIN_TOKEN, TOKEN_PATTERNS};
 use rhizome_tests::harness::sse::Reader;
 use rhizome_tests::harness::{bin_dir, mcp, wait_for};
@@ -186,6 +189,8 @@ async fn the_dashboard_shows_the_node_to_an_operator_in_a_real_browser() {
         .expect("run python3 tests/dashboard/check_dashboard.py");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Kept with the node's logs, and scanned for secrets with them.
+    env.write("browser.log", format!("{stdout}{stderr}"));
     println!("{stdout}");
     assert!(
         out.status.success(),
@@ -287,4 +292,77 @@ async fn the_dashboard_page_holds_no_data_and_forbids_inline_code() {
         .iter()
         .any(|o| o["credential"] == "oauth-a" && o["owner"] == "node"));
     env.assert_logs_clean();
+}
+
+#[tokio::test]
+async fn the_cluster_view_names_the_leader_the_owners_and_degraded_mode() {
+    let mut world = raft_world("dashboard_cluster", &[], 2, Tuning::default()).await;
+    let leader = world.coords.leader().await;
+    let c = Client::new();
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let url = world.nodes[0].admin_url("/admin/v1/cluster");
+    // Settled: n1 heard from the leader and every move it knows is active.
+    let pool = |v: &Value| -> Vec<Value> {
+        let all = v["ownership"].as_array().cloned().unwrap_or_default();
+        all.into_iter()
+            .filter(|o| {
+                o["credential"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with("pool-"))
+            })
+            .collect()
+    };
+    let view = wait_for(
+        "n1's view: the leader, every assignment active",
+        WAIT,
+        || async {
+            let v = c
+                .get(&url, &[("authorization", auth.as_str())])
+                .await
+                .json();
+            let settled = v["coordinator"]["leader"].as_u64() == Some(leader)
+                && !pool(&v).is_empty()
+                && pool(&v).iter().all(|o| o["active"] == true);
+            settled.then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(view["node"], "n1");
+    assert_eq!(view["mode"], "cluster");
+    assert_eq!(view["degraded"], false);
+    assert!(view["coordinator"]["term"].as_u64() >= Some(1), "{view}");
+    assert!(view["coordinator"]["leader_url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("http://")));
+    assert_eq!(view["redis"]["backend"], "redis");
+    assert_eq!(view["redis"]["up"], true);
+    for o in pool(&view) {
+        assert!(
+            o["owner"] == "n1" || o["owner"] == "n2",
+            "a live node owns each shared credential: {o}"
+        );
+        assert_ne!(o["epoch"], "0.0", "fenced by its assignment: {o}");
+    }
+    let nodes = view["nodes"].as_array().expect("nodes");
+    assert!(nodes.contains(&json!("n1")), "{view}");
+
+    // No coordinator answers: degraded, and the view says so.
+    for id in world.coords.ids() {
+        world.coords.kill(id);
+    }
+    let view = wait_for("degraded mode in the view", WAIT, || async {
+        let v = c
+            .get(&url, &[("authorization", auth.as_str())])
+            .await
+            .json();
+        (v["degraded"] == true).then_some(v)
+    })
+    .await;
+    assert!(
+        pool(&view)
+            .iter()
+            .all(|o| o["owner"].as_str().is_some_and(|s| s.contains("degraded"))),
+        "{view}"
+    );
+    world.env.assert_logs_clean();
 }
