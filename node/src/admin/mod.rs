@@ -1,8 +1,11 @@
-//! The admin listener (axum): open `/healthz`, `/readyz`, `/metrics` and
-//! `/openapi.json`; `/admin/v1/*` behind `Authorization: Bearer <admin_token>`
-//! (constant-time compare) when a token is configured. Credential views never
-//! contain a token, only its version, expiry and non-secret claims.
+//! The admin listener (axum): open `/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json` and the dashboard page at `/admin/` (which holds no data);
+//! `/admin/v1/*` behind `Authorization: Bearer <admin_token>` (constant-time
+//! compare) when a token is configured. Credential views never contain a
+//! token, only its version, expiry and non-secret claims.
 
+mod cluster;
+mod dashboard;
 mod openapi;
 mod streams;
 
@@ -46,6 +49,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/v1/credentials/{name}/token", delete(delete_token))
         .route("/admin/v1/sessions", get(list_sessions))
         .route("/admin/v1/streams", get(streams::list_streams))
+        .route("/admin/v1/cluster", get(cluster::cluster_view))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             require_admin_token,
@@ -58,6 +62,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi_json()) }),
         )
+        .route("/admin", get(dashboard::to_index))
+        .route("/admin/", get(dashboard::index))
+        .route("/admin/dashboard.js", get(dashboard::script))
+        .route("/admin/dashboard.css", get(dashboard::style))
         .merge(admin)
         .with_state(app)
 }

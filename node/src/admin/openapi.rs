@@ -26,6 +26,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::delete_token,
         super::list_sessions,
         super::streams::list_streams,
+        super::cluster::cluster_view,
+        super::dashboard::index,
+        super::dashboard::script,
+        super::dashboard::style,
         crate::proxy::intent::handle,
     ),
     components(schemas(
@@ -36,6 +40,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
         super::SessionView,
         super::streams::StreamList,
         super::streams::StreamView,
+        super::cluster::ClusterView,
+        super::cluster::CoordinatorInfo,
+        super::cluster::OwnershipView,
+        super::cluster::RedisView,
         crate::credentials::CredentialView,
         crate::proxy::intent::IntentRequest,
         crate::proxy::intent::IntentResponse,
@@ -43,7 +51,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         ErrorDetail,
     )),
     modifiers(&Security, &ForClients),
-    tags((name = "proxy", description = "Served on the proxy listener"), (name = "admin"), (name = "health"))
+    tags((name = "proxy", description = "Served on the proxy listener"), (name = "admin"), (name = "health"), (name = "dashboard", description = "The admin dashboard: a page and its assets, no data"))
 )]
 struct ApiDoc;
 

@@ -33,7 +33,7 @@ use rhizome_proto::Epoch;
 use tokio_util::sync::CancellationToken;
 
 use super::client::CoordinatorClient;
-use super::{Owner, Ownership, Refreshers};
+use super::{CoordinatorView, Owner, Ownership, Refreshers};
 use crate::credentials::{Authority, Credential, Role};
 use crate::metrics;
 
@@ -61,6 +61,8 @@ struct View {
     degraded: bool,
     /// Shutting down: owns nothing any more.
     leaving: bool,
+    /// The leader of the last answer acted on: replica id and URL.
+    leader: Option<(u64, String)>,
 }
 
 /// The node's side of the coordinator, shared with its credentials.
@@ -205,6 +207,7 @@ impl Cluster {
             view.acked_sent = Some(sent);
             view.seen = view.seen.max(reply.applied);
             view.newest = view.newest.max((reply.term, reply.applied));
+            view.leader = Some((reply.leader, reply.leader_url.clone()));
             let node_id = &self.shared.node_id;
             view.activated.retain(|c, since| {
                 owners
@@ -376,6 +379,25 @@ impl Ownership for Arc<Cluster> {
 
     fn step_down(&self) {
         self.give_up();
+    }
+
+    fn degraded(&self) -> bool {
+        self.shared.view.lock().degraded
+    }
+
+    fn coordinator(&self) -> Option<CoordinatorView> {
+        let view = self.shared.view.lock();
+        let (leader, leader_url) = view.leader.clone()?;
+        let mut assignments: Vec<Assignment> = view.owners.values().cloned().collect();
+        assignments.sort_by(|a, b| a.credential.cmp(&b.credential));
+        Some(CoordinatorView {
+            leader,
+            leader_url,
+            term: view.newest.0,
+            applied: view.newest.1,
+            acked_ago: view.acked_sent.map(|t| t.elapsed()),
+            assignments,
+        })
     }
 }
 

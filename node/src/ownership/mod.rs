@@ -21,8 +21,10 @@ mod cluster;
 mod refreshers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rhizome_proto::config::{CoordinatorConfig, CoordinatorMode};
+use rhizome_proto::coord::Assignment;
 use rhizome_proto::Epoch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +43,24 @@ pub struct Owner {
     pub epoch: Epoch,
 }
 
+/// What this node last heard from the raft coordinator, as the admin view
+/// shows it (cluster mode only).
+#[derive(Debug, Clone)]
+pub struct CoordinatorView {
+    /// The leader's replica id.
+    pub leader: u64,
+    /// The leader's URL.
+    pub leader_url: String,
+    /// The leader's raft term.
+    pub term: u64,
+    /// Applied log index of the last answer acted on.
+    pub applied: u64,
+    /// Time since the last acknowledged heartbeat was sent.
+    pub acked_ago: Option<Duration>,
+    /// Every assigned credential's owner, sorted by credential.
+    pub assignments: Vec<Assignment>,
+}
+
 /// The credential-ownership policy of a node.
 pub trait Ownership: Send + Sync + std::fmt::Debug {
     /// The configured mode, for logs and the admin view.
@@ -51,6 +71,14 @@ pub trait Ownership: Send + Sync + std::fmt::Debug {
     fn start(&self, shutdown: &CancellationToken);
     /// Stops acting as owner of anything, at once.
     fn step_down(&self);
+    /// True while no coordinator answers and the lock protocol rules.
+    fn degraded(&self) -> bool {
+        false
+    }
+    /// The coordinator's last answer, when there is a coordinator and it answered.
+    fn coordinator(&self) -> Option<CoordinatorView> {
+        None
+    }
 }
 
 /// Builds the ownership policy of `cfg.mode` over `credentials`.
