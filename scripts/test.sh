@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the end-to-end tests
-# need (redis-server, promtool, openapi-spec-validator), builds every binary
+# need (redis-server, promtool, openapi-spec-validator, chromium and selenium,
+# the pinned Python client generator), builds every binary
 # the harness starts, runs all tests with nextest, then scans every log the
 # suite captured for the secrets the tests used.
 set -euo pipefail
@@ -14,6 +15,9 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
 command -v curl >/dev/null || need_apt+=(curl)  # the README test runs the README's curl commands
+# The admin dashboard's test drives a real headless Chromium.
+command -v chromium >/dev/null || need_apt+=(chromium fonts-dejavu-core)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (apt-get)"
   $SUDO apt-get update -qq
@@ -23,6 +27,12 @@ if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   echo "==> installing openapi-spec-validator (pip)"
   python3 -m pip install -q openapi-spec-validator
 fi
+if ! python3 -c 'import selenium' 2>/dev/null; then
+  echo "==> installing selenium (pip)"
+  python3 -m pip install -q selenium
+fi
+# The Python client generator (pinned) and the generated client's dependencies.
+python3 -m pip install -q -r clients/requirements-gen.txt -r clients/requirements.txt
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked cargo-nextest
