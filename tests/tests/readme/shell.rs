@@ -4,7 +4,7 @@
 //! exit status), and checking that a process group left nothing running.
 //! `docs/readme-test.md` describes the conventions.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -290,41 +290,6 @@ fn kill(sig: &str, target: &str) {
         .status();
 }
 
-/// Every relative link target in Markdown `text` (`[…](target)`), without
-/// its `#fragment`.
-pub fn relative_links(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("](") {
-        rest = &rest[at + 2..];
-        let Some(end) = rest.find(')') else { break };
-        let target = rest[..end].split_whitespace().next().unwrap_or("");
-        let path = target.split('#').next().unwrap_or("");
-        let external = ["http://", "https://", "mailto:"]
-            .iter()
-            .any(|p| target.starts_with(p));
-        if !external && !path.is_empty() {
-            out.push(path.to_owned());
-        }
-    }
-    out
-}
-
-/// `README.md` and `docs/*.md`.
-pub fn doc_files() -> Vec<PathBuf> {
-    let mut files = vec![Path::new(REPO).join("README.md")];
-    if let Ok(entries) = std::fs::read_dir(Path::new(REPO).join("docs")) {
-        let mut docs: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "md"))
-            .collect();
-        docs.sort();
-        files.extend(docs);
-    }
-    files
-}
-
 #[cfg(test)]
 mod unit {
     use super::*;
@@ -360,11 +325,5 @@ mod unit {
         assert_eq!(steps.len(), 2);
         assert_eq!((steps[0].out.as_str(), steps[0].status), ("x", 0));
         assert_eq!((steps[1].out.as_str(), steps[1].status), ("", 3));
-    }
-
-    #[test]
-    fn links() {
-        let text = "[a](docs/x.md#y) [b](https://e.org) [c](#top) [d](../README.md)";
-        assert_eq!(relative_links(text), vec!["docs/x.md", "../README.md"]);
     }
 }
