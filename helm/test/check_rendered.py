@@ -287,8 +287,11 @@ def main() -> int:
 
     # Node config: mode, Redis, endpoints.
     check(node_cfg["state"]["backend"] == "redis", "node state.backend is not redis")
-    check(node_cfg["state"]["redis_url"].startswith("redis://") and "@" not in node_cfg["state"]["redis_url"],
-          "redis_url is not a plain redis:// URL without password")
+    check(re.match(r"^rediss?://", node_cfg["state"]["redis_url"]) is not None and "@" not in node_cfg["state"]["redis_url"],
+          "redis_url is not a redis:// or rediss:// URL without password")
+    if node_cfg["state"]["redis_url"].startswith("rediss://") and values["redis"].get("tls", {}).get("caFile"):
+        check(node_cfg["state"].get("tls", {}).get("ca_file") == values["redis"]["tls"]["caFile"],
+              "redis.tls.caFile is not rendered as state.tls.ca_file")
 
     # --- coordinator ---
     dns = f".{ns}.svc" + (f".{values['clusterDomain']}" if values.get("clusterDomain") else "")
@@ -408,7 +411,7 @@ def main() -> int:
         if name in rs256_env:
             return pem_key
         if name == "RHIZOME__STATE__REDIS_URL":  # a whole URL from a Secret (redis.auth.urlKey)
-            return re.sub(r"^redis://", "redis://:dummy-password@", node_cfg["state"]["redis_url"])
+            return re.sub(r"^(rediss?)://", r"\1://:dummy-password@", node_cfg["state"]["redis_url"])
         return f"dummy-{name.lower()}"
 
     for e in c.get("env", []):
@@ -438,12 +441,15 @@ def main() -> int:
     # Secrets; for check-config they are stood in by files under the output.
     for path, value in walk(node_cfg):
         leaf = re.sub(r"\[\d+\]", "", path).split(".")[-1]
-        if leaf in ("ca_file", "file") and isinstance(value, str):
+        if leaf in ("ca_file", "cert_file", "key_file", "file") and isinstance(value, str):
             check(any(value.startswith(m["mountPath"].rstrip("/") + "/") for m in mounts),
                   f"{path} = {value}: no secretMounts entry provides it")
             local = files_dir / value.lstrip("/")
             local.parent.mkdir(parents=True, exist_ok=True)
-            local.write_text(ca_pem if leaf == "ca_file" else f"dummy-{local.name}\n")
+            # The fixture CA is self-signed with the fixture key: a certificate
+            # and its key for cert_file/key_file too.
+            stand_in = {"ca_file": ca_pem, "cert_file": ca_pem, "key_file": pem_key}
+            local.write_text(stand_in.get(leaf, f"dummy-{local.name}\n"))
             config_for_check = config_for_check.replace(f'"{value}"', f'"{local}"')
     (a.out / "config.toml").write_text(config_for_check)
     with open(a.out / "node-env.sh", "w") as f:
