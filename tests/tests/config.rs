@@ -7,36 +7,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rhizome_tests::harness::cli::{refuses, run_node};
+use rhizome_tests::harness::cli::{refuses, run_node, start_up_refuses};
 use rhizome_tests::harness::fixture;
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::secrets::{CLIENT_KEY, OAUTH_SECRET_A};
-use rhizome_tests::harness::{bin, Env};
-
-/// How long a refused node may take to exit.
-const EXIT_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Runs `rhizome-node --config FILE` on ephemeral ports and asserts that it
-/// exits non-zero without ever listening; returns everything it printed.
-async fn start_up_refuses(cfg: &Path) -> String {
-    let mut cmd = tokio::process::Command::new(bin("rhizome-node"));
-    cmd.arg("--config")
-        .arg(cfg)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(EXIT_DEADLINE, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("the node started on {}", cfg.display()))
-        .expect("run rhizome-node");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "the node accepted {}", cfg.display());
-    assert!(!printed.contains("listening"), "{printed}");
-    printed
-}
+use rhizome_tests::harness::Env;
 
 fn assert_all(err: &str, wanted: &[&str]) {
     for want in wanted {
@@ -89,7 +64,7 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
     }
     // Start-up refuses it too, before any connection is attempted: the
     // password is never sent anywhere.
-    let log = start_up_refuses(&cfg_with(&env, port)).await;
+    let log = start_up_refuses(&cfg_with(&env, port), &[]).await;
     assert!(
         log.contains("state.redis_url: scheme \"redis-cluster\" is not supported by this build"),
         "{log}"
@@ -196,7 +171,7 @@ producer_lease = "5s"
         ],
     );
     // Start-up refuses the same file.
-    let log = start_up_refuses(&cfg).await;
+    let log = start_up_refuses(&cfg, &[]).await;
     assert!(
         log.contains("coordinator.mode: \"cluster\" needs state.backend"),
         "{log}"
@@ -404,7 +379,7 @@ async fn unreadable_or_invalid_ca_file_is_a_config_error() {
         let cfg = env.write("bad-ca.toml", private_ca_config(1, &ca_file));
         let err = refuses("check-config", &cfg, &[]);
         assert!(err.contains("credentials[0]: ca_file: "), "{why}: {err}");
-        let log = start_up_refuses(&cfg).await;
+        let log = start_up_refuses(&cfg, &[]).await;
         assert!(log.contains("credentials[0]: ca_file: "), "{why}: {log}");
     }
     // ca_file with a plain-HTTP token endpoint would be ignored: refused.

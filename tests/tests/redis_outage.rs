@@ -221,7 +221,7 @@ async fn a_node_started_before_redis_becomes_ready_when_redis_arrives() {
     let port = env.free_port();
     let url = format!("redis://127.0.0.1:{port}");
     let tuning = Tuning {
-        extra: fixture::redis_lock(&url),
+        extra: fixture::redis_lock(&url, "250ms"),
         ..Tuning::default()
     };
     let node = fixture::node_unready(&env, "n1", &mock, &tuning).await;

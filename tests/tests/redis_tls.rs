@@ -8,13 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::Method;
+use rhizome_tests::harness::cli::start_up_refuses;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::redis::RedisServer;
 use rhizome_tests::harness::secrets::OAUTH_SECRET_A;
 use rhizome_tests::harness::sse::Reader;
 use rhizome_tests::harness::tls::TlsFiles;
-use rhizome_tests::harness::{bin, mcp, Env, Node};
+use rhizome_tests::harness::{mcp, Env, Node};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -127,28 +128,6 @@ async fn tokens_sessions_and_replay_go_through_redis_over_tls_with_a_client_cert
     env.assert_logs_clean();
 }
 
-/// Runs a node on `cfg` and returns what it printed; it must exit non-zero
-/// before listening.
-async fn refused_at_start(cfg: &Path) -> String {
-    let mut cmd = tokio::process::Command::new(bin("rhizome-node"));
-    cmd.arg("--config")
-        .arg(cfg)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .env(fixture::SECRET_A_ENV, OAUTH_SECRET_A)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(20), cmd.output())
-        .await
-        .expect("the node kept running with a refused certificate")
-        .expect("run rhizome-node");
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "the node started:\n{printed}");
-    printed
-}
-
 #[tokio::test]
 async fn a_wrong_ca_or_a_missing_client_certificate_stops_the_node_at_start() {
     let env = Env::new("redis_tls_refused");
@@ -170,7 +149,7 @@ async fn a_wrong_ca_or_a_missing_client_certificate_stops_the_node_at_start() {
             &tuning(tls_state(&redis, &other.ca, Some(&pki))),
         ),
     );
-    let printed = refused_at_start(&cfg).await;
+    let printed = start_up_refuses(&cfg, &[(fixture::SECRET_A_ENV, OAUTH_SECRET_A)]).await;
     assert!(
         printed.contains("state.tls.ca_file: the Redis server's certificate is not trusted"),
         "{printed}"
@@ -181,7 +160,7 @@ async fn a_wrong_ca_or_a_missing_client_certificate_stops_the_node_at_start() {
         "no-client-cert.toml",
         fixture::config(&env, &mock, &tuning(tls_state(&redis, &pki.ca, None))),
     );
-    let printed = refused_at_start(&cfg).await;
+    let printed = start_up_refuses(&cfg, &[(fixture::SECRET_A_ENV, OAUTH_SECRET_A)]).await;
     assert!(
         printed.contains("state.tls: the Redis server refused the TLS connection"),
         "{printed}"
@@ -196,7 +175,7 @@ async fn a_wrong_ca_or_a_missing_client_certificate_stops_the_node_at_start() {
             &tuning(tls_state(&redis, &pki.ca, Some(&other))),
         ),
     );
-    let printed = refused_at_start(&cfg).await;
+    let printed = start_up_refuses(&cfg, &[(fixture::SECRET_A_ENV, OAUTH_SECRET_A)]).await;
     assert!(
         printed.contains("state.tls: the Redis server refused the TLS connection"),
         "{printed}"

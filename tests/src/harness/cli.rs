@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use super::bin;
 
@@ -30,4 +31,35 @@ pub fn refuses(command: &str, cfg: &Path, env: &[(&str, &str)]) -> String {
         cfg.display()
     );
     stderr
+}
+
+/// How long a refused node may take to exit.
+const EXIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs `rhizome-node --config FILE` on ephemeral ports with the extra
+/// environment variables `env`, asserts that it exits non-zero without ever
+/// listening, and returns everything it printed.
+pub async fn start_up_refuses(cfg: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = tokio::process::Command::new(bin("rhizome-node"));
+    cmd.arg("--config")
+        .arg(cfg)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(EXIT_DEADLINE, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("the node started on {}", cfg.display()))
+        .expect("run rhizome-node");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "the node accepted {}:\n{printed}",
+        cfg.display()
+    );
+    assert!(!printed.contains("listening"), "{printed}");
+    printed
 }

@@ -53,6 +53,8 @@ pub struct Tuning {
     pub max_body: &'static str,
     /// TOML appended at the end (e.g. `[state]` and `[coordinator]` tables).
     pub extra: String,
+    /// `state.op_timeout` of [`cluster`]'s nodes.
+    pub op_timeout: &'static str,
 }
 
 impl Default for Tuning {
@@ -63,6 +65,7 @@ impl Default for Tuning {
             sse: "",
             max_body: "10MiB",
             extra: String::new(),
+            op_timeout: "250ms",
         }
     }
 }
@@ -79,6 +82,8 @@ pub fn config(env: &Env, mock: &Mock, t: &Tuning) -> String {
         sse,
         max_body,
         extra,
+        // Used by `cluster`, in the `[state]` table it prepends to `extra`.
+        op_timeout: _,
     } = t;
     let of = other_key_file.display();
     format!(
@@ -285,7 +290,7 @@ pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -
     let redis = env.redis().await;
     let mock = mock(&env, mock_args).await;
     let tuning = Tuning {
-        extra: redis_lock(&redis.url()) + &tuning.extra,
+        extra: redis_lock(&redis.url(), tuning.op_timeout) + &tuning.extra,
         ..tuning
     };
     let mut nodes = Vec::new();
@@ -302,9 +307,9 @@ pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -
 }
 
 /// `[state]` and `[coordinator]` for a cluster sharing `redis_url` in `redis-lock` mode.
-pub fn redis_lock(redis_url: &str) -> String {
+pub fn redis_lock(redis_url: &str, op_timeout: &str) -> String {
     format!(
-        "[state]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\nop_timeout = \"250ms\"\n\n[coordinator]\nmode = \"redis-lock\"\n"
+        "[state]\nbackend = \"redis\"\nredis_url = \"{redis_url}\"\nop_timeout = \"{op_timeout}\"\n\n[coordinator]\nmode = \"redis-lock\"\n"
     )
 }
 
