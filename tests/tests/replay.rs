@@ -473,6 +473,26 @@ async fn admin_lists_live_streams_across_nodes_without_event_data() {
     env.assert_logs_clean();
 }
 
+/// Waits until `streams` streams are listed with at least `seq` events stored.
+async fn wait_stored(node: &Node, streams: usize, seq: u64) {
+    let admin = format!("Bearer {}", rhizome_tests::harness::secrets::ADMIN_TOKEN);
+    let url = node.admin_url("/admin/v1/streams?limit=1000");
+    let c = Client::new();
+    rhizome_tests::harness::wait_for("every stream's first events stored", WAIT, || async {
+        let v = c
+            .get(&url, &[("authorization", admin.as_str())])
+            .await
+            .json();
+        let stored = v["streams"]
+            .as_array()?
+            .iter()
+            .filter(|s| s["last_seq"].as_u64() >= Some(seq))
+            .count();
+        (stored >= streams).then_some(())
+    })
+    .await;
+}
+
 /// 200 streams on one node; the node is killed; all 200 clients reconnect at
 /// once to the two survivors with jittered retry: every stream completes
 /// with nothing lost or duplicated.
@@ -500,18 +520,23 @@ async fn a_reconnect_storm_after_a_node_kill_loses_and_repeats_nothing() {
     )
     .await;
     let key = client_key();
-    // Long enough that no stream ends before the kill, however slow the setup.
-    let path = "/e/sse?to=60&interval_ms=150&honour_last_event_id=1";
-    let mut readers = Vec::new();
-    for _ in 0..STREAMS {
-        let (status, reader, _) = open(&nodes[0], path, &key, None).await;
+    // 15 s per stream. The streams open and read their first events all at
+    // once: one after the other, on a loaded machine, the first ones could
+    // finish before the kill and be resumed without a takeover.
+    let path = "/e/sse?to=100&interval_ms=150&honour_last_event_id=1";
+    let opened = futures_util::future::join_all((0..STREAMS).map(|_| async {
+        let (status, mut reader, _) = open(&nodes[0], path, &key, None).await;
         assert_eq!(status, 200);
-        readers.push(reader);
-    }
-    let mut firsts = Vec::new();
-    for reader in &mut readers {
-        firsts.push(take(reader, 5).await);
-    }
+        let first = take(&mut reader, 5).await;
+        (reader, first)
+    }))
+    .await;
+    let (readers, firsts): (Vec<Reader>, Vec<Vec<Event>>) = opened.into_iter().unzip();
+    // A producer sends an event before its (batched) append lands; the kill
+    // comes once what the clients saw is stored, as it is on a machine that
+    // keeps up. (Killed in that window, an unstored head of a stream cannot
+    // be reopened upstream: the resume gets a `producer_lost` gap.)
+    wait_stored(&nodes[1], STREAMS, 5).await;
     nodes[0].proc.signal("KILL");
     drop(readers);
     let survivors: Vec<String> = nodes[1..].iter().map(|n| n.url(path)).collect();
@@ -542,7 +567,7 @@ async fn a_reconnect_storm_after_a_node_kill_loses_and_repeats_nothing() {
         let got = t.await.expect("stream task");
         assert_eq!(
             got,
-            (1..=60).collect::<Vec<u64>>(),
+            (1..=100).collect::<Vec<u64>>(),
             "a stream lost or repeated events"
         );
     }
