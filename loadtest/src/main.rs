@@ -298,7 +298,7 @@ async fn run_replay(
     let redis = renv.redis().await;
     let tuning = fixture::Tuning {
         sse: replay::REPLAY,
-        extra: fixture::redis_lock(&redis.url()),
+        extra: fixture::redis_lock(&redis.url(), "250ms"),
         ..fixture::Tuning::default()
     };
     let cfg = fixture::config(&renv, run.mock, &tuning);

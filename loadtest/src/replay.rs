@@ -243,7 +243,7 @@ pub async fn takeovers(
     };
     let tuning = Tuning {
         sse,
-        extra: fixture::redis_lock(&redis.url()),
+        extra: fixture::redis_lock(&redis.url(), "250ms"),
         ..Tuning::default()
     };
     let tag = if lease_1s { "l1" } else { "l2" };
