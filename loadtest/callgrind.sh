@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instructions per request of rhizome-node, the repeatable yardstick on a
-# noisy machine: the node runs under callgrind (collection off), a warmup
+# noisy machine: the node runs under callgrind (instrumentation off), a warmup
 # of requests runs uncounted, then exactly $REQUESTS requests (the bench's
 # request: client key checked, `api-key` injected, access log written) are
 # counted across all of the node's threads (log writer included).
@@ -66,7 +66,7 @@ strip_prefix = true
 upstream = "mock"
 credentials = ["static"]
 TOML
-RUST_LOG=info valgrind --tool=callgrind --collect-atstart=no \
+RUST_LOG=info valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$DIR/callgrind.out" \
   "$BIN/rhizome-node" --config "$DIR/node.toml" >"$DIR/node.log" 2>"$DIR/valgrind.log" &
 NODE_PID=$!
@@ -86,6 +86,6 @@ callgrind_control -d "$NODE_PID" >/dev/null
 sleep 1
 echo "$out" >&2
 ok=$(sed -n 's/.* ok=\([0-9]*\).*/\1/p' <<<"$out")
-file=$(ls -t "$DIR"/callgrind.out* | head -1)
+file=$(ls "$DIR"/callgrind.out.* | sort -t. -k3 -n | tail -1)
 ir=$(callgrind_annotate "$file" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "instr_per_req=$((ir / ok)) requests=$ok total_ir=$ir profile=$file"
