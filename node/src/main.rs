@@ -57,12 +57,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The log writer thread outlives the runtime: tasks still log while the
-    // runtime shuts down, and a line sent after the writer stopped is lost
-    // with a complaint on stderr.
-    let log_guard = cli
-        .command
-        .is_none()
-        .then(|| telemetry::init(cli.log_format));
+    // runtime shuts down, and a line sent after the writer stopped is lost.
+    let log_guard = match cli.command {
+        Some(_) => None,
+        None => match telemetry::init(cli.log_format) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("cannot start the log writer: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -56,6 +56,11 @@ struct Args {
     /// Unmeasured seconds first (`max`, `rate`).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// `max`: stop after this many requests in all (no warmup, no time
+    /// limit but the request timeout), for instruction counts per request
+    /// under a profiler.
+    #[arg(long)]
+    requests: Option<u64>,
     /// Requests per second (`rate`).
     #[arg(long, default_value_t = 1000)]
     rate: u64,
@@ -86,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let line = rt.block_on(async {
         match args.mode {
+            Mode::Max if args.requests.is_some() => counted(&args).await,
             Mode::Max => closed(&args).await,
             Mode::Rate => open(&args).await,
             Mode::Idle => idle(&args).await,
@@ -280,6 +286,51 @@ async fn closed(args: &Args) -> anyhow::Result<String> {
         t.ok as f64 / args.seconds,
         t.ok,
         t.errors
+    ))
+}
+
+/// `max --requests N`: exactly N requests over `--connections`, as fast as
+/// the server answers; reports the count answered 2xx and the wall time.
+async fn counted(args: &Args) -> anyhow::Result<String> {
+    let req: Rc<[u8]> = request_bytes(args).into();
+    let total = args.requests.unwrap_or(0);
+    let left = Rc::new(RefCell::new(total));
+    let tally = Rc::new(RefCell::new(Tally::default()));
+    let start = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    for _ in 0..args.connections {
+        let (req, tally, left, addr) = (req.clone(), tally.clone(), left.clone(), args.addr);
+        local.spawn_local(async move {
+            let Ok(mut conn) = Conn::open(addr).await else {
+                tally.borrow_mut().errors += 1;
+                return;
+            };
+            loop {
+                {
+                    let mut l = left.borrow_mut();
+                    if *l == 0 {
+                        break;
+                    }
+                    *l -= 1;
+                }
+                let r = tokio::time::timeout(REQUEST_TIMEOUT, conn.exchange(&req)).await;
+                let mut t = tally.borrow_mut();
+                if matches!(r, Ok(Ok(s)) if (200..300).contains(&s)) {
+                    t.ok += 1;
+                } else {
+                    t.errors += 1;
+                    break;
+                }
+            }
+        });
+    }
+    local.await;
+    let t = tally.borrow();
+    Ok(format!(
+        "requests={total} ok={} errors={} seconds={:.2}",
+        t.ok,
+        t.errors,
+        start.elapsed().as_secs_f64()
     ))
 }
 

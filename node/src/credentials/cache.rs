@@ -8,8 +8,9 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -87,6 +88,9 @@ pub struct Token {
     used: AtomicBool,
     /// Set once upstream answered something other than 401 with it.
     accepted: AtomicBool,
+    /// The header value injected with this token, built on first use (the
+    /// token belongs to one credential, so to one inject template).
+    header: OnceLock<HeaderValue>,
 }
 
 impl Token {
@@ -102,6 +106,18 @@ impl Token {
         if !self.accepted.load(Ordering::Relaxed) {
             self.accepted.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The header value carrying this token, `build` on first use and kept.
+    pub fn header_value<E>(
+        &self,
+        build: impl FnOnce(&str) -> Result<HeaderValue, E>,
+    ) -> Result<HeaderValue, E> {
+        if let Some(v) = self.header.get() {
+            return Ok(v.clone());
+        }
+        let v = build(self.value.expose_secret())?;
+        Ok(self.header.get_or_init(|| v).clone())
     }
 
     /// True once upstream accepted this token on some request.
@@ -324,6 +340,7 @@ impl TokenCache {
             claims: minted.claims,
             used: AtomicBool::new(false),
             accepted: AtomicBool::new(false),
+            header: OnceLock::new(),
         })
     }
 

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rhizome_proto::config::{ConfigError, CredentialConfig, CredentialKind};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -477,17 +476,18 @@ impl Credential {
         self.health.cooldown_left()
     }
 
-    /// Writes the token into `headers` as configured.
+    /// Writes the token into `headers` as configured. The value is built
+    /// once per token and kept on it.
     pub fn inject(
         &self,
         headers: &mut HeaderMap,
         token: &Token,
     ) -> Result<(), http::header::InvalidHeaderValue> {
-        let value = self
-            .inject_template
-            .replace("{token}", token.value.expose_secret());
-        let mut value = HeaderValue::try_from(value)?;
-        value.set_sensitive(true);
+        let value = token.header_value(|secret| {
+            let mut v = HeaderValue::try_from(self.inject_template.replace("{token}", secret))?;
+            v.set_sensitive(true);
+            Ok(v)
+        })?;
         headers.insert(self.inject_header.clone(), value);
         Ok(())
     }

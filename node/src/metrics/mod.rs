@@ -4,16 +4,23 @@
 //! small functions below, so names and labels live in one place. Labels carry
 //! route, credential and outcome *names*, never values.
 //!
+//! The per-request metrics are recorded through handles each route resolves
+//! once ([`RouteMetrics`]), so a request pays no key hashing, label
+//! allocation or registry lookup.
+//!
 //! Memory stays bounded whether or not anybody scrapes: the exporter keeps a
 //! histogram's raw samples until they are folded into its fixed buckets, and
 //! without a scrape only the upkeep task started by [`install`] does that.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 /// Latency buckets, in seconds: 0.5 ms to 60 s. Every histogram is rendered
 /// with these fixed buckets (plus `+Inf`, `_sum`, `_count`), so a series costs
@@ -122,6 +129,15 @@ fn describe() {
         "rhizome_sessions_created_total",
         "MCP proxy sessions created by this node."
     );
+    describe_counter!(
+        "rhizome_log_lines_dropped_total",
+        "Log lines dropped because stdout did not keep up."
+    );
+}
+
+/// Counts log lines the log sink dropped.
+pub fn log_lines_dropped(n: u64) {
+    counter!("rhizome_log_lines_dropped_total").increment(n);
 }
 
 /// Whether Redis answers.
@@ -144,27 +160,83 @@ pub fn session_created() {
     counter!("rhizome_sessions_created_total").increment(1);
 }
 
+/// The methods that are labels of their own.
+const KNOWN_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
 /// Methods a client chooses are labels only when they are standard ones:
 /// anything else is `OTHER`, so clients cannot create series at will.
 fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-    ];
-    KNOWN
+    KNOWN_METHODS
         .iter()
         .find(|m| **m == method)
         .copied()
         .unwrap_or("OTHER")
 }
 
-/// One answered request.
+/// The request metrics of one route, as handles resolved on first use (the
+/// recorder is installed before any request is served).
+#[derive(Debug, Default)]
+pub struct RouteMetrics {
+    duration: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+    /// `rhizome_requests_total` by `(method, status)` key, sorted by key.
+    requests: RwLock<Vec<(u32, Counter)>>,
+}
+
+impl RouteMetrics {
+    /// One answered request on `route`.
+    pub fn request(&self, route: &str, method: &str, status: u16, duration: Duration) {
+        self.count_request(route, method_label(method), status);
+        self.duration
+            .get_or_init(
+                || histogram!("rhizome_request_duration_seconds", "route" => route.to_owned()),
+            )
+            .record(duration);
+    }
+
+    /// Time to the upstream's response head on `route`.
+    pub fn upstream_duration(&self, route: &str, duration: Duration) {
+        self.upstream
+            .get_or_init(
+                || histogram!("rhizome_upstream_duration_seconds", "route" => route.to_owned()),
+            )
+            .record(duration);
+    }
+
+    fn count_request(&self, route: &str, method: &'static str, status: u16) {
+        let key = (method_index(method) << 16) | u32::from(status);
+        {
+            let known = self.requests.read();
+            if let Ok(i) = known.binary_search_by_key(&key, |(k, _)| *k) {
+                known[i].1.increment(1);
+                return;
+            }
+        }
+        let made = counter!("rhizome_requests_total", "route" => route.to_owned(), "method" => method, "status" => status.to_string());
+        made.increment(1);
+        let mut all = self.requests.write();
+        if let Err(i) = all.binary_search_by_key(&key, |(k, _)| *k) {
+            all.insert(i, (key, made));
+        }
+    }
+}
+
+/// Position of a method label in [`KNOWN_METHODS`] (`OTHER` last).
+fn method_index(label: &str) -> u32 {
+    let i = KNOWN_METHODS.iter().position(|m| *m == label);
+    u32::try_from(i.unwrap_or(KNOWN_METHODS.len())).unwrap_or(u32::MAX)
+}
+
+/// One answered request outside any route (no handles to reuse).
 pub fn request(route: &str, method: &str, status: u16, duration: Duration) {
     counter!("rhizome_requests_total", "route" => route.to_owned(), "method" => method_label(method), "status" => status.to_string())
         .increment(1);
     histogram!("rhizome_request_duration_seconds", "route" => route.to_owned()).record(duration);
 }
 
-/// Time to the upstream's response head.
+/// Time to the upstream's response head, outside any route's handles.
 pub fn upstream_duration(route: &str, duration: Duration) {
     histogram!("rhizome_upstream_duration_seconds", "route" => route.to_owned()).record(duration);
 }

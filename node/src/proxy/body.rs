@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use rhizome_proto::ErrorCode;
 
+use super::access::{self, AccessLog, Ending};
 use crate::error::{full, ProxyError};
+use crate::routing::Route;
 use crate::sse::relay::StreamEnd;
 use crate::{metrics, BoxBody, BoxError};
 
@@ -210,58 +213,26 @@ pub fn is_body_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Everything the access log line says about one request.
-#[derive(Debug, Default)]
-pub struct AccessLog {
-    /// Request id.
-    pub request_id: String,
-    /// Method.
-    pub method: String,
-    /// Path without the query (queries may carry secrets).
-    pub path: String,
-    /// Route name, or `-`.
-    pub route: String,
-    /// Authenticated client, if any.
-    pub client: Option<String>,
-    /// Credential name used, if any.
-    pub credential: Option<String>,
-    /// Status sent.
-    pub status: u16,
-    /// Time to the upstream's response head.
-    pub upstream: Option<Duration>,
-    /// Request body bytes, when known.
-    pub bytes_in: Option<usize>,
-    /// Rhizome's own error code, if it answered with one.
-    pub error: Option<&'static str>,
-    /// Retries made.
-    pub retries: u32,
-    /// For a relayed SSE stream: why it ended (idle timeout, upstream error…),
-    /// which the body's end alone does not tell.
-    pub stream_end: Option<StreamEnd>,
-}
-
-/// Milliseconds rounded to the microsecond, for log lines that stay readable.
-pub fn millis(d: Duration) -> f64 {
-    // Exact for any duration below 2^53 µs (285 years).
-    d.as_micros() as f64 / 1000.0
-}
-
 /// A response body that logs and counts the request when it ends or is dropped.
 pub struct Observed {
     inner: BoxBody,
     bytes: u64,
     start: Instant,
     log: Option<AccessLog>,
+    /// The matched route, whose metric handles count the request.
+    route: Option<Arc<Route>>,
 }
 
 impl Observed {
-    /// Wraps `inner`; `log` is written once, at the end.
-    pub fn new(inner: BoxBody, start: Instant, log: AccessLog) -> Self {
+    /// Wraps `inner`; `log` is written once, at the end, and the request
+    /// counted on `route` (if one matched).
+    pub fn new(inner: BoxBody, start: Instant, log: AccessLog, route: Option<Arc<Route>>) -> Self {
         Observed {
             inner,
             bytes: 0,
             start,
             log: Some(log),
+            route,
         }
     }
 
@@ -273,25 +244,16 @@ impl Observed {
             .and_then(StreamEnd::outcome)
             .unwrap_or(outcome);
         let elapsed = self.start.elapsed();
-        metrics::request(&log.route, &log.method, log.status, elapsed);
-        tracing::info!(
-            target: "rhizome::access",
-            request_id = %log.request_id,
-            method = %log.method,
-            path = %log.path,
-            route = %log.route,
-            client = log.client.as_deref().unwrap_or("-"),
-            credential = log.credential.as_deref().unwrap_or("-"),
-            status = log.status,
-            error = log.error.unwrap_or("-"),
-            retries = log.retries,
-            duration_ms = millis(elapsed),
-            upstream_ms = log.upstream.map(millis),
-            bytes_in = log.bytes_in,
-            bytes_out = self.bytes,
+        match &self.route {
+            Some(r) => r.metrics.request(&r.name, &log.method, log.status, elapsed),
+            None => metrics::request(&log.route, &log.method, log.status, elapsed),
+        }
+        let ending = Ending {
+            elapsed,
+            bytes_out: self.bytes,
             outcome,
-            "request"
-        );
+        };
+        access::write(&log, ending);
     }
 }
 

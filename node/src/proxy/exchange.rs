@@ -63,10 +63,10 @@ impl Proxy {
             let headers = inject(&req.headers, picked.as_ref())?;
             let started = Instant::now();
             let (response, more, target) =
-                self.forward(route, deadline, req, &headers, body).await?;
+                self.forward(route, deadline, req, headers, body).await?;
             retries += more;
             let upstream = started.elapsed();
-            metrics::upstream_duration(&route.name, upstream);
+            route.metrics.upstream_duration(&route.name, upstream);
             let next = match &picked {
                 Some((cred, token)) => {
                     let key = reauth::path_key(&route.name, &req.path);
@@ -113,13 +113,14 @@ impl Proxy {
 
     /// Phase `forward`: one request to a target; a connect error with a
     /// replayable body is retried once on another target.
-    /// `headers` are `req`'s with the token injected.
+    /// `headers` are `req`'s with the token injected; they are moved into the
+    /// request, copied only when a connect-error retry may need them again.
     async fn forward(
         &self,
         route: &Route,
         deadline: tokio::time::Instant,
         req: &Outgoing,
-        headers: &HeaderMap,
+        mut headers: HeaderMap,
         body: &mut OutBody,
     ) -> Result<(Response<Incoming>, u32, usize), ProxyError> {
         let (method, path, pin) = (&req.method, req.path.as_str(), req.pin);
@@ -137,11 +138,16 @@ impl Proxy {
                     "request body already consumed",
                 ));
             };
+            let may_retry = retries == 0 && pin.is_none() && upstream.len() > 1;
             let mut req = Request::new(b);
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri;
             *req.version_mut() = Version::HTTP_11;
-            *req.headers_mut() = headers.clone();
+            *req.headers_mut() = if may_retry && body.replayable() {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
             match tokio::time::timeout_at(deadline, upstream.client().request(req)).await {
                 Err(_) => {
                     upstream.report(idx, Outcome::Failed);

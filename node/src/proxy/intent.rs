@@ -302,7 +302,7 @@ fn encode(
         headers: headers_out,
         json,
         body_base64,
-        duration_ms: super::body::millis(took),
+        duration_ms: super::access::millis(took),
     };
     let encoded = serde_json::to_vec(&answer).map_err(|e| {
         ProxyError::new(ErrorCode::Internal, "encoding the answer failed").with_source(e)

@@ -17,9 +17,11 @@
 //! Files: `context` (the per-request state); `exchange` (`pick_credential` →
 //! `inject` → `forward` → `on_upstream_status`); `respond`; `body` (request
 //! bodies, buffered for a retry or streamed, and the response body that
-//! writes the access log when it ends: `log`); `mcp` (the MCP session filters
+//! writes the access log when it ends: `log`); `access` (the access-log
+//! record and its one JSON line); `mcp` (the MCP session filters
 //! of `session = "mcp"` routes).
 
+pub mod access;
 mod body;
 mod context;
 mod exchange;
@@ -42,8 +44,9 @@ use crate::routing::{has_dot_segments, Route};
 use crate::sse::resume::{resume, Resumer};
 use crate::upstream::headers;
 use crate::{App, BoxBody, BoxError};
+pub use access::AccessLog;
 use body::Observed;
-pub use body::{AccessLog, OutBody};
+pub use body::OutBody;
 pub use context::{RequestCtx, REQUEST_ID};
 pub use exchange::{Exchange, Outgoing};
 
@@ -104,10 +107,13 @@ impl Proxy {
     /// Handles one client request end to end; never fails (errors become JSON).
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<BoxBody> {
         let mut ctx = RequestCtx::new(req.method(), req.uri().path(), req.headers(), peer);
+        // The phases' future is kilobytes and boxed: hyper keeps a slot of
+        // the service future's size for every connection, idle or not, so
+        // only this small one stays there between requests.
         let result = if req.uri().path() == self.app.intent_path {
-            intent::handle(self, &mut ctx, req).await
+            Box::pin(intent::handle(self, &mut ctx, req)).await
         } else {
-            self.transparent(&mut ctx, req).await
+            Box::pin(self.transparent(&mut ctx, req)).await
         };
         let mut resp = match result {
             Ok(resp) => resp,
@@ -118,7 +124,7 @@ impl Proxy {
         }
         ctx.log.status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
-        let observed = Observed::new(body, ctx.started, ctx.log);
+        let observed = Observed::new(body, ctx.started, ctx.log, ctx.route);
         Response::from_parts(parts, BodyExt::boxed(observed))
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use rhizome_proto::config::{ConfigError, RouteConfig, SessionMode, SseConfig};
 
 use crate::credentials::{Credentials, Pool};
+use crate::metrics::RouteMetrics;
 use crate::upstream::Upstream;
 
 /// A route, resolved against upstreams and credentials.
@@ -38,6 +39,8 @@ pub struct Route {
     pub session: SessionMode,
     /// Idle TTL of MCP sessions.
     pub session_idle_ttl: Duration,
+    /// This route's request metrics.
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
@@ -141,6 +144,7 @@ impl Router {
                 sse: r.sse.clone(),
                 session: r.session,
                 session_idle_ttl: r.session_idle_ttl,
+                metrics: RouteMetrics::default(),
             });
             router.by_name.insert(route.name.clone(), route.clone());
             router.ordered.push(route);

@@ -1,6 +1,10 @@
 //! The listeners (proxy and admin): accept TCP connections and serve
-//! HTTP/1.1 and h2c on the same port (hyper-util's auto builder) under the
-//! limits of `[limits]`:
+//! HTTP/1.1 and h2c on the same port under the limits of `[limits]`. The
+//! first byte decides: only a `P` can start the h2c preface (`PRI * HTTP/2.0`),
+//! so any other connection goes straight to hyper's HTTP/1 server, and only
+//! `P…` connections (the preface, or `POST`/`PUT`/`PATCH`) go through
+//! hyper-util's auto builder, which reads the preface to choose (and costs a
+//! buffer per connection). Limits:
 //! - a connection that sends nothing within `header_read_timeout` is closed
 //!   (covers the protocol sniffing that precedes hyper's own head timeout);
 //! - heads larger than `max_header_bytes` get 431, unparseable ones 400, both
@@ -21,6 +25,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -56,6 +61,15 @@ pub async fn serve<M, S, B>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(head_limit);
+    // `max_header_size` too: without the auto builder's first read, one read
+    // can bring in a whole head larger than `max_buf_size` and hyper parses
+    // it; this limit is checked on every parsed head.
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(head_limit)
+        .max_header_size(head_limit);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -86,7 +100,8 @@ pub async fn serve<M, S, B>(
             },
         };
         let _ = stream.set_nodelay(true);
-        let (builder, service, watcher) = (builder.clone(), make(peer), graceful.watcher());
+        let (service, watcher) = (make(peer), graceful.watcher());
+        let (builder, http1) = (builder.clone(), http1.clone());
         shutdown.tasks().spawn(async move {
             let _permit = permit;
             // A connection that never sends a byte is closed after the head
@@ -97,11 +112,16 @@ pub async fn serve<M, S, B>(
                 _ => return,
             }
             let calls = Arc::new(Calls::default());
-            let io = Guarded::new(stream, calls.clone(), head_limit);
-            let conn = builder
-                .serve_connection(TokioIo::new(io), Counted::new(service, calls))
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            let io = TokioIo::new(Guarded::new(stream, calls.clone(), head_limit));
+            let service = Counted::new(service, calls);
+            let ended = if probe[0] == b'P' {
+                let conn = builder.serve_connection(io, service).into_owned();
+                watcher.watch(conn).await
+            } else {
+                let conn = http1.serve_connection(io, service);
+                watcher.watch(conn).await.map_err(BoxError::from)
+            };
+            if let Err(e) = ended {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
         });

@@ -3,11 +3,11 @@
 //! client's own credentials are never forwarded, and `x-forwarded-*` describe
 //! the client to the upstream.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -16,21 +16,32 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
     HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
+
+// Names built once (a `&str` name is parsed again on every use).
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Removes hop-by-hop headers, including those listed in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in &listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
 }
 
 /// Prepares a client request's headers for the upstream hop. `authority`
@@ -45,15 +56,15 @@ pub fn to_upstream(
 ) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
-    headers.remove("x-api-key");
+    headers.remove(X_API_KEY);
     let host = authority
         .and_then(|a| HeaderValue::from_str(a).ok())
-        .or_else(|| headers.get(header::HOST).cloned());
+        .or_else(|| headers.remove(header::HOST));
     headers.remove(header::HOST);
-    headers.remove("x-forwarded-host");
-    if let Some(host) = host {
-        headers.insert("x-forwarded-host", host);
-    }
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
     // HTTP/2 clients may split cookies into several fields; an HTTP/1.1
     // upstream expects one (RFC 9113 §8.2.3).
     if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
@@ -66,15 +77,38 @@ pub fn to_upstream(
             headers.insert(header::COOKIE, joined);
         }
     }
-    let ip = client.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", client.ip())).ok(),
+        None => Some(ip_value(client.ip())),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+}
+
+thread_local! {
+    /// The last client address as a header value: a keep-alive connection
+    /// sends many requests from one address, formatted once.
+    static LAST_IP: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `ip` as a header value.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    LAST_IP.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((cached, v)) if *cached == ip => v.clone(),
+            _ => {
+                // An address's text is always a valid header value.
+                let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+                *last = Some((ip, v.clone()));
+                v
+            }
+        }
+    })
 }
 
 #[cfg(test)]
