@@ -43,6 +43,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
         .set_buckets(BUCKETS)?
         .install_recorder()?;
     describe();
+    // Exported from the start at 0, so an alert on it sees a series.
+    log_lines_dropped(0);
     tokio::spawn(upkeep(handle.clone()));
     Ok(handle)
 }
