@@ -30,6 +30,8 @@ pub struct App {
     pub node_id: String,
     /// Path of the request-intent API.
     pub intent_path: String,
+    /// Absolute-form requests are served as a forward proxy.
+    pub forward_proxy: bool,
     /// Global body limit (`limits.max_body`).
     pub max_body: u64,
     /// Routes.
@@ -120,6 +122,7 @@ impl App {
         Ok(App {
             node_id,
             intent_path: config.node.intent_path.clone(),
+            forward_proxy: config.node.forward_proxy,
             max_body: config.limits.max_body.as_u64(),
             router,
             credentials,

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use rhizome_proto::ErrorCode;
@@ -17,8 +17,14 @@ use crate::{BoxBody, BoxError};
 /// An error produced by Rhizome itself while handling a request.
 #[derive(Debug)]
 pub struct ProxyError {
-    /// Stable code, which also fixes the status.
+    /// Stable code, which also fixes the status unless `status` overrides it.
     pub code: ErrorCode,
+    /// A status the contract names for this use of the code (the forward
+    /// proxy's 403 `no_route`).
+    pub status: Option<StatusCode>,
+    /// Headers the answer carries besides `Content-Type` (`Allow`); a few
+    /// at most, so a list keeps the error small.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Client-facing explanation.
     pub message: String,
     /// Sent as `Retry-After` (whole seconds, rounded up).
@@ -32,6 +38,8 @@ impl ProxyError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ProxyError {
             code,
+            status: None,
+            headers: Vec::new(),
             message: message.into(),
             retry_after: None,
             source: None,
@@ -50,9 +58,23 @@ impl ProxyError {
         self
     }
 
+    /// Answers with `status` instead of the code's own.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Adds a header to the answer.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
-        StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        })
     }
 
     /// The JSON response sent to the client.
@@ -66,6 +88,9 @@ impl ProxyError {
         });
         let mut resp = Response::new(full(Bytes::from(body.to_string())));
         *resp.status_mut() = self.status();
+        for (name, value) in &self.headers {
+            resp.headers_mut().append(name, value.clone());
+        }
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(after) = self.retry_after {

@@ -78,6 +78,9 @@ pub struct NodeConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Also serve absolute-form requests (`curl -x`) as a forward proxy:
+    /// routed by their host to routes that name one, anything else refused.
+    pub forward_proxy: bool,
 }
 
 impl Default for NodeConfig {
@@ -89,6 +92,7 @@ impl Default for NodeConfig {
             admin_token: None,
             intent_path: "/v1/proxy".into(),
             shutdown_grace: Duration::from_secs(30),
+            forward_proxy: false,
         }
     }
 }

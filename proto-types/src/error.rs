@@ -41,6 +41,9 @@ pub enum ErrorCode {
     /// The coordinator replica knows no leader to answer a node call (or
     /// was handed a call forwarded to it while not leading): try another.
     NoLeader,
+    /// The method is not served here (`CONNECT` to the forward proxy: TLS is
+    /// not intercepted); sent with `Allow`.
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::NoLeader => "no_leader",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamError => 502,
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::Internal => 500,
+            ErrorCode::MethodNotAllowed => 405,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Client authentication: a client presents its key as `Authorization: Bearer
-//! <key>` or `x-api-key: <key>`. Keys are configured as SHA-256 digests (or as
+//! <key>` or `x-api-key: <key>` (and, to a forward proxy, as
+//! `Proxy-Authorization: Bearer <key>`, which wins when present). Keys are configured as SHA-256 digests (or as
 //! secret references, digested at start); the presented key is digested and
 //! compared with every configured digest in constant time, so neither timing
 //! nor early exit tells which client (if any) nearly matched.
 
 use std::sync::Arc;
 
-use http::header::{HeaderMap, AUTHORIZATION};
+use http::header::{HeaderMap, AUTHORIZATION, PROXY_AUTHORIZATION};
 use rhizome_proto::config::{ClientConfig, ConfigError};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
@@ -63,9 +64,13 @@ impl ClientKeys {
         }
     }
 
-    /// The client whose key the request presents, if any.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Option<ClientId> {
-        let key = presented_key(headers)?;
+    /// The client whose key the request presents, if any; `proxy_auth`
+    /// also accepts the key in `Proxy-Authorization` (forward-proxy mode).
+    pub fn authenticate(&self, headers: &HeaderMap, proxy_auth: bool) -> Option<ClientId> {
+        let key = proxy_auth
+            .then(|| headers.get(PROXY_AUTHORIZATION))
+            .flatten()
+            .map_or_else(|| presented_key(headers), bearer)?;
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
         for (name, want) in &self.clients {
@@ -78,17 +83,22 @@ impl ClientKeys {
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, rest) = v.split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return Some(rest.trim()).filter(|k| !k.is_empty());
-        }
-        return None;
+    if let Some(v) = headers.get(AUTHORIZATION) {
+        return bearer(v);
     }
     headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// The key of a `Bearer <key>` header value.
+fn bearer(value: &http::HeaderValue) -> Option<&str> {
+    let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
         .filter(|k| !k.is_empty())
 }
 
@@ -118,20 +128,40 @@ mod tests {
         let k = keys();
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer key-a"));
-        assert_eq!(k.authenticate(&h).as_deref(), Some("a"));
+        assert_eq!(k.authenticate(&h, false).as_deref(), Some("a"));
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_static("key-b"));
-        assert_eq!(k.authenticate(&h).as_deref(), Some("b"));
+        assert_eq!(k.authenticate(&h, false).as_deref(), Some("b"));
     }
 
     #[test]
     fn wrong_missing_or_non_bearer_keys_fail() {
         let k = keys();
-        assert!(k.authenticate(&HeaderMap::new()).is_none());
+        assert!(k.authenticate(&HeaderMap::new(), false).is_none());
         let mut h = HeaderMap::new();
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer key-c"));
-        assert!(k.authenticate(&h).is_none());
+        assert!(k.authenticate(&h, false).is_none());
         h.insert(AUTHORIZATION, HeaderValue::from_static("Basic key-a"));
-        assert!(k.authenticate(&h).is_none());
+        assert!(k.authenticate(&h, false).is_none());
+    }
+
+    #[test]
+    fn proxy_authorization_counts_only_for_the_forward_proxy() {
+        let k = keys();
+        let mut h = HeaderMap::new();
+        h.insert(
+            PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Bearer key-a"),
+        );
+        assert!(k.authenticate(&h, false).is_none());
+        assert_eq!(k.authenticate(&h, true).as_deref(), Some("a"));
+        // It wins over the usual headers when present, wrong or not.
+        h.insert("x-api-key", HeaderValue::from_static("key-b"));
+        assert_eq!(k.authenticate(&h, true).as_deref(), Some("a"));
+        h.insert(
+            PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic a2V5LWE="),
+        );
+        assert!(k.authenticate(&h, true).is_none());
     }
 }

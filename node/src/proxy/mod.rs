@@ -25,6 +25,7 @@ pub mod access;
 mod body;
 mod context;
 mod exchange;
+mod forward;
 pub mod intent;
 mod mcp;
 mod reopen;
@@ -142,7 +143,11 @@ impl Proxy {
         ctx: &mut RequestCtx,
         req: Request<Incoming>,
     ) -> Result<Response<BoxBody>, ProxyError> {
-        let route = self.route(ctx, &req)?;
+        let forward = self.app.forward_proxy && forward::is_absolute_form(&req);
+        if forward && forward::is_connect(req.method()) {
+            return Err(forward::connect_refused());
+        }
+        let route = self.route(ctx, &req, forward)?;
         let public = route.is_public(req.uri().path());
         self.authenticate_client(ctx, req.headers(), public)?;
         let (mut parts, body) = req.into_parts();
@@ -188,10 +193,13 @@ impl Proxy {
     }
 
     /// Phase `route`: longest prefix (and host) match; starts the deadline.
+    /// A `forward` (absolute-form, forward-proxy mode) request matches only
+    /// routes that name its host.
     fn route(
         &self,
         ctx: &mut RequestCtx,
         req: &Request<Incoming>,
+        forward: bool,
     ) -> Result<Arc<Route>, ProxyError> {
         let path = req.uri().path();
         if has_dot_segments(path) {
@@ -209,10 +217,18 @@ impl Proxy {
                     .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
                     .map_or(h, |(h, _)| h)
             });
-        let route =
-            self.app.router.route(host, path).cloned().ok_or_else(|| {
+        let route = if forward {
+            let host = host.unwrap_or_default();
+            self.app
+                .router
+                .route_for_host(host, path)
+                .ok_or_else(|| forward::host_refused(host))?
+        } else {
+            self.app.router.route(host, path).ok_or_else(|| {
                 ProxyError::new(ErrorCode::NoRoute, format!("no route for {path}"))
-            })?;
+            })?
+        }
+        .clone();
         ctx.set_route(route.clone());
         Ok(route)
     }
@@ -225,7 +241,11 @@ impl Proxy {
         headers: &HeaderMap,
         public: bool,
     ) -> Result<(), ProxyError> {
-        match self.app.clients.authenticate(headers) {
+        match self
+            .app
+            .clients
+            .authenticate(headers, self.app.forward_proxy)
+        {
             Some(c) => {
                 ctx.log.client = Some(c.to_string());
                 ctx.client = Some(c);

@@ -164,6 +164,15 @@ impl Router {
         self.ordered.iter().find(|r| r.matches(host, path))
     }
 
+    /// The route for a forward-proxy request: only routes that name `host`
+    /// (without port) serve it, so a host-less route never becomes a way to
+    /// reach an arbitrary host's path.
+    pub fn route_for_host(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        self.ordered
+            .iter()
+            .find(|r| r.host.is_some() && r.matches(Some(host), path))
+    }
+
     /// The route called `name` (intent API).
     pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
         self.by_name.get(name)
