@@ -8,6 +8,7 @@
 
 mod coordinator;
 mod credential;
+mod log;
 mod redis;
 mod route;
 mod unsupported;
@@ -22,6 +23,7 @@ use serde::Deserialize;
 pub use credential::{
     ClientAuth, CredentialConfig, CredentialKind, CredentialSpec, InjectConfig, JwtAlgorithm,
 };
+pub use log::{LogConfig, LogFormatSetting, Rotation, MIN_ROTATION_SIZE};
 pub use redis::{url_uses_tls, RedisTls, REDIS_SCHEMES};
 pub use route::{
     DisconnectPolicy, RouteConfig, SessionMode, SseConfig, UpstreamConfig, UpstreamProtocol,
@@ -41,6 +43,9 @@ pub struct Config {
     /// Size and time limits on every read from clients.
     #[serde(default)]
     pub limits: Limits,
+    /// Log format, and the log file with its rotation.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Where shared state lives.
     #[serde(default)]
     pub state: StateConfig,

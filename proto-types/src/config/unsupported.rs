@@ -1,7 +1,7 @@
 //! What this build does not honour yet, in one table. A key the node would
 //! accept and then ignore is a lie to the operator: it believes in a
-//! rate limit or a log file it does not have. The keys of the contract
-//! that are not built (`[log]`, client rate limits…) are not in
+//! rate limit it does not have. The keys of the contract
+//! that are not built (client rate limits…) are not in
 //! the model, so the unknown-key rule refuses them; the loader turns that
 //! error into a "not supported" message through [`unmodelled_key`], so the
 //! operator learns the key is known but not built. The issue that
@@ -34,11 +34,6 @@ const NOT_YET: &[NotYet] = &[
     NotYet {
         path: "clients[].max_streams",
         feature: "per-client stream limits",
-    },
-    NotYet {
-        path: "log",
-        feature: "the [log] section: log files and rotation; logs go to stdout, \
-                  formatted as --log-format says",
     },
 ];
 
@@ -89,7 +84,7 @@ mod tests {
             "clients[2].rate: not supported by this build yet (rate limits)"
         );
         assert!(unmodelled_key("state.tls").is_none(), "modelled");
-        assert!(unmodelled_key("log").is_some());
+        assert!(unmodelled_key("log").is_none(), "modelled");
         assert!(unmodelled_key("limits.max_bodyy").is_none());
         assert!(unmodelled_key("routes[0].sse.replay").is_none(), "modelled");
     }
