@@ -53,8 +53,13 @@ pub struct SinkGuard {
 }
 
 impl LogSink {
-    /// Starts the writer thread over `out`.
+    /// Starts the writer thread over `out` (stdout, or a test's buffer).
     pub fn start<W: Write + Send + 'static>(out: W) -> io::Result<(LogSink, SinkGuard)> {
+        LogSink::start_output(Plain(out))
+    }
+
+    /// Starts the writer thread over any [`Output`] (a rotating log file).
+    pub fn start_output<O: Output>(out: O) -> io::Result<(LogSink, SinkGuard)> {
         let (tx, rx) = std::sync::mpsc::channel::<Arc<Shared>>();
         let thread = thread::Builder::new()
             .name("log-writer".into())
@@ -97,18 +102,43 @@ impl LogSink {
     }
 }
 
+/// Where the writer thread puts the lines: stdout ([`Plain`]) or a rotating
+/// file (`super::file::LogFile`). Runs on the writer thread only.
+pub trait Output: Send + 'static {
+    /// Writes a batch of whole lines; returns how many lines could not be
+    /// written (they count as dropped).
+    fn write_batch(&mut self, batch: &[u8]) -> u64;
+
+    /// Called on every wake of the writer thread, with or without lines
+    /// (time-based rotation happens here).
+    fn tick(&mut self) {}
+}
+
+/// Any `Write`, as is: stdout.
+#[derive(Debug)]
+pub struct Plain<W>(pub W);
+
+impl<W: Write + Send + 'static> Output for Plain<W> {
+    fn write_batch(&mut self, batch: &[u8]) -> u64 {
+        // Nowhere to report a failing stdout: the lines are lost.
+        let _ = self.0.write_all(batch).and_then(|()| self.0.flush());
+        0
+    }
+}
+
 /// The writer thread: swaps the batch out and writes it, until stopped.
-fn write_loop<W: Write>(shared: &Shared, mut out: W) {
+fn write_loop<O: Output>(shared: &Shared, mut out: O) {
     let mut spare = Vec::with_capacity(FLUSH_AT);
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
         if !stopping {
             thread::park_timeout(FLUSH_EVERY);
         }
+        out.tick();
         std::mem::swap(&mut *shared.batch.lock(), &mut spare);
         if !spare.is_empty() {
-            // Nowhere to report a failing stdout: the lines are lost.
-            let _ = out.write_all(&spare).and_then(|()| out.flush());
+            let lost = out.write_batch(&spare);
+            shared.dropped.fetch_add(lost, Ordering::Relaxed);
             spare.clear();
             if spare.capacity() > KEEP_CAPACITY {
                 spare = Vec::with_capacity(FLUSH_AT);
@@ -119,7 +149,7 @@ fn write_loop<W: Write>(shared: &Shared, mut out: W) {
             crate::metrics::log_lines_dropped(dropped);
             tracing::warn!(
                 lines = dropped,
-                "log output fell behind; lines were dropped"
+                "log output fell behind or failed; lines were dropped"
             );
         }
         if stopping && shared.batch.lock().is_empty() {
