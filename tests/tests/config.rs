@@ -96,9 +96,6 @@ async fn keys_this_build_would_ignore_are_refused_naming_the_field() {
 [limits]
 on_store_error = "closed"
 
-[log]
-file = "/var/log/rhizome/node.log"
-
 [state]
 redis_url = "redis://10.0.0.1:6379"
 op_timeout = "1s"
@@ -146,7 +143,6 @@ producer_lease = "5s"
     let not_yet = "not supported by this build yet (";
     let refused: Vec<String> = [
         "limits.on_store_error",
-        "log",
         "clients[0].rate",
         "clients[0].burst",
         "clients[0].max_streams",
