@@ -1,16 +1,17 @@
 //! The log sink: every log line (tracing's and the access log's) is appended
 //! to one shared batch on the thread that produced it, and a writer thread
-//! hands whole batches to stdout — every [`FLUSH_EVERY`], or sooner once a
-//! batch reaches [`FLUSH_AT`]. A request pays for a short lock and a copy,
-//! never for a write to stdout or a wake-up per line.
+//! hands whole batches to the [`Output`] — stdout, or a rotating log file
+//! (`super::file`) — every [`FLUSH_EVERY`], or sooner once a batch reaches
+//! [`FLUSH_AT`]. A request pays for a short lock and a copy, never for a
+//! write, a rotation or a wake-up per line.
 //!
-//! The batch is bounded ([`BATCH_LIMIT`]). When stdout cannot keep up (a
-//! stalled pipe or log collector) lines that do not fit are **dropped and
-//! counted**, never waited for: a proxy that stops serving because its log
-//! reader is slow turns a logging problem into an outage, and a blocked
-//! Tokio worker stalls every connection it serves, not only the one logging.
-//! Once the writer catches up it logs how many lines were lost and adds them
-//! to `rhizome_log_lines_dropped_total`.
+//! The batch is bounded ([`BATCH_LIMIT`]). When the output cannot keep up (a
+//! stalled pipe or log collector, a slow disk) lines that do not fit are
+//! **dropped and counted**, never waited for: a proxy that stops serving
+//! because its log reader is slow turns a logging problem into an outage,
+//! and a blocked Tokio worker stalls every connection it serves, not only
+//! the one logging. Once the writer catches up it logs how many lines were
+//! lost and adds them to `rhizome_log_lines_dropped_total`.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
