@@ -68,8 +68,11 @@ pub struct LogFile {
     written: HashMap<OsString, u64>,
     /// After a failed rotation: no new attempt before this.
     retry_at: Option<SystemTime>,
-    /// A failure is reported once until things work again.
-    failing: bool,
+    /// A write failure is reported once until a write works again.
+    write_failing: bool,
+    /// A rotation or retention failure is reported once until a rotation
+    /// works again.
+    rotate_failing: bool,
     /// Files and lines retention removed so far (also in the metrics).
     removed: (u64, u64),
 }
@@ -113,7 +116,8 @@ impl LogFile {
             period: None,
             written: HashMap::new(),
             retry_at: None,
-            failing: false,
+            write_failing: false,
+            rotate_failing: false,
             removed: (0, 0),
         };
         log.period = period(log.rotation, since.unwrap_or(now));
@@ -165,10 +169,12 @@ impl LogFile {
             Ok(()) => {
                 self.size += bytes.len() as u64;
                 self.lines += lines;
+                self.write_failing = false;
                 0
             }
             Err(e) => {
-                self.report(&format!("cannot write {}", self.path.display()), &e);
+                let what = format!("cannot write {}; lines dropped", self.path.display());
+                report(&mut self.write_failing, &what, &e);
                 lines
             }
         }
@@ -201,27 +207,15 @@ impl LogFile {
         self.lines = 0;
         self.period = period(self.rotation, now);
         self.retry_at = None;
-        self.failing = false;
+        self.rotate_failing = false;
         self.retain();
         true
     }
 
     fn rotation_failed(&mut self, now: SystemTime, what: &str, e: &io::Error) {
         self.retry_at = Some(now + RETRY_AFTER);
-        self.report(
-            &format!("log rotation failed, still writing to the current file: {what}"),
-            e,
-        );
-    }
-
-    /// Once per streak of failures: on stderr (the log itself may be the
-    /// problem) and in the log.
-    fn report(&mut self, what: &str, e: &io::Error) {
-        if std::mem::replace(&mut self.failing, true) {
-            return;
-        }
-        eprintln!("rhizome-node: {what}: {e}");
-        tracing::warn!(error = %e, "{what}");
+        let what = format!("log rotation failed, still writing to the current file: {what}");
+        report(&mut self.rotate_failing, &what, e);
     }
 
     /// `node.log.<time>`, or with `-1`, `-2`… when taken.
@@ -241,7 +235,8 @@ impl LogFile {
         let mut rotated = match self.rotated_files() {
             Ok(files) => files,
             Err(e) => {
-                self.report(&format!("cannot list {}", self.dir.display()), &e);
+                let what = format!("cannot list {}", self.dir.display());
+                report(&mut self.rotate_failing, &what, &e);
                 return;
             }
         };
@@ -259,7 +254,10 @@ impl LogFile {
                     files += 1;
                     lines += self.written.remove(&old.name).unwrap_or(0);
                 }
-                Err(e) => self.report(&format!("cannot delete {}", old.name.to_string_lossy()), &e),
+                Err(e) => {
+                    let what = format!("cannot delete {}", old.name.to_string_lossy());
+                    report(&mut self.rotate_failing, &what, &e);
+                }
             }
         }
         self.removed.0 += files;
@@ -313,6 +311,16 @@ struct Rotated {
     key: (String, u32),
     name: OsString,
     size: u64,
+}
+
+/// Reports a failure once per streak (`failing` says one is on): on stderr,
+/// since the log itself may be what fails, and in the log.
+fn report(failing: &mut bool, what: &str, e: &io::Error) {
+    if std::mem::replace(failing, true) {
+        return;
+    }
+    eprintln!("rhizome-node: {what}: {e}");
+    tracing::warn!(error = %e, "{what}");
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
