@@ -2,7 +2,9 @@
 //! keeps at most `max_files` files, each within the size limit, loses no
 //! line at rotation (lines in the files plus the lines of the files
 //! retention deleted, `rhizome_log_lines_removed_total`, are every line it
-//! logged), and writes no secret into any of them.
+//! logged), and writes no secret into any of them. A log file that cannot
+//! be opened refuses the start naming `log.file`; `log.format` yields to the
+//! environment like every key.
 
 use std::path::Path;
 use std::time::Duration;
@@ -216,4 +218,18 @@ async fn a_log_file_that_cannot_be_opened_refuses_start_naming_the_setting() {
     .expect("write");
     let err = refuses("check-config", &cfg, &[]);
     assert!(err.contains("log.rotation: \"weekly\" is not"), "{err}");
+}
+
+#[tokio::test]
+async fn the_environment_overrides_the_files_log_format() {
+    let env = Env::new("log_files_format");
+    // The file asks for pretty lines; RHIZOME__LOG__FORMAT wins, so the
+    // harness finds its JSON `listening` lines on stdout.
+    let config = "[log]\nformat = \"pretty\"\n";
+    let mut node = env
+        .node_with_env("n1", config, &[("RHIZOME__LOG__FORMAT", "json")])
+        .await;
+    node.wait_ready().await;
+    assert!(node.stop().await.success());
+    env.assert_logs_clean();
 }
