@@ -566,6 +566,28 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_rotation_keeps_writing_to_the_current_file() {
+        let dir = TempDir::new("failing");
+        let cfg = config(&dir, Rotation::Size(ByteSize::b(100)), 3, ByteSize::gib(1));
+        let now = at("2026-12-03T15:04:05.123Z");
+        let mut log = LogFile::open_at(&cfg, cfg.file.clone().expect("file"), now).expect("open");
+        // The directory disappears: renaming the file fails, the open
+        // handle still takes every line.
+        fs::remove_dir_all(&dir.0).expect("remove dir");
+        for i in 0..10 {
+            assert_eq!(log.write_at(&line(i, 50), now), 0, "no line lost");
+        }
+        assert_eq!((log.size, log.lines), (500, 10));
+        assert!(log.retry_at.is_some(), "retried later, not on every line");
+        // Back again: the next attempt after the pause rotates.
+        fs::create_dir_all(&dir.0).expect("dir");
+        fs::write(dir.0.join("node.log"), b"").expect("file");
+        log.write_at(&line(10, 50), now + RETRY_AFTER);
+        assert_eq!(log.lines, 1);
+        assert_eq!(dir.names().len(), 2, "{:?}", dir.names());
+    }
+
+    #[test]
     fn rotated_names_are_recognised_exactly() {
         let base = OsStr::new("node.log");
         let name = rotated_name(base, at("2026-12-03T15:04:05.123Z"), 0);
