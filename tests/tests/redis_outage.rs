@@ -42,7 +42,8 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
             op_timeout: "250ms",
             ..Tuning::default()
         },
-    ).await;
+    )
+    .await;
     let [n1, n2] = <[Node; 2]>::try_from(nodes).expect("two nodes");
     let c = Client::new();
     let key = fixture::bearer();
