@@ -235,6 +235,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// The burst in effect: the configured one, else the rate per second.
     pub fn effective_burst(&self) -> Option<u32> {
-        self.rate.map(|r| self.burst.unwrap_or_else(|| r.per_second()))
+        self.rate
+            .map(|r| self.burst.unwrap_or_else(|| r.per_second()))
     }
 }

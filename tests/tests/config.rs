@@ -145,9 +145,9 @@ producer_lease = "5s"
     let err = refuses("check-config", &cfg, &[]);
     let not_yet = "not supported by this build yet (";
     let refused: Vec<String> = ["log"]
-    .iter()
-    .map(|path| format!("error: {path}: {not_yet}"))
-    .collect();
+        .iter()
+        .map(|path| format!("error: {path}: {not_yet}"))
+        .collect();
     assert_all(
         &err,
         &refused.iter().map(String::as_str).collect::<Vec<_>>(),

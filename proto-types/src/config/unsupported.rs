@@ -18,13 +18,11 @@ struct NotYet {
 }
 
 /// The table. Delete a row when its feature lands.
-const NOT_YET: &[NotYet] = &[
-    NotYet {
-        path: "log",
-        feature: "the [log] section: log files and rotation; logs go to stdout, \
+const NOT_YET: &[NotYet] = &[NotYet {
+    path: "log",
+    feature: "the [log] section: log files and rotation; logs go to stdout, \
                   formatted as --log-format says",
-    },
-];
+}];
 
 fn refusal(path: String, feature: &str) -> ConfigError {
     ConfigError::new(path, format!("not supported by this build yet ({feature})"))
@@ -68,7 +66,9 @@ mod tests {
     #[test]
     fn unmodelled_keys_of_the_contract_get_the_feature_named() {
         let e = unmodelled_key("log").expect("known");
-        assert!(e.to_string().starts_with("log: not supported by this build yet ("));
+        assert!(e
+            .to_string()
+            .starts_with("log: not supported by this build yet ("));
         assert!(unmodelled_key("clients[2].rate").is_none(), "modelled");
         assert!(unmodelled_key("state.tls").is_none(), "modelled");
         assert!(unmodelled_key("limits.max_bodyy").is_none());

@@ -153,7 +153,10 @@ impl Config {
                 ));
             }
             if c.burst == Some(0) {
-                e.push(ConfigError::new(format!("{path}.burst"), "must be at least 1"));
+                e.push(ConfigError::new(
+                    format!("{path}.burst"),
+                    "must be at least 1",
+                ));
             }
             if c.max_streams == Some(0) {
                 e.push(ConfigError::new(
