@@ -325,6 +325,44 @@ async fn three_streams_of_five_open_and_a_closed_one_frees_a_slot_on_another_nod
 }
 
 #[tokio::test]
+async fn a_killed_nodes_stream_slots_free_themselves_and_live_ones_stay_counted() {
+    let tuning = Tuning {
+        extra: clients("50/s", 3),
+        ..Tuning::default()
+    };
+    let fixture::Cluster {
+        env,
+        redis: _redis,
+        mock: _mock,
+        mut nodes,
+        ..
+    } = fixture::cluster("limits_stream_leases", &[], 3, tuning).await;
+    // Two streams through n1 (it lives), one through n3 (it dies).
+    let mut held = Vec::new();
+    for (i, n) in [0, 0, 2].into_iter().enumerate() {
+        let resp = open_stream(&nodes[n], &format!("kl{i}"), STREAMER_KEY).await;
+        assert_eq!(resp.status(), 200, "stream {i}");
+        held.push(resp);
+    }
+    assert_too_many_streams(open_stream(&nodes[1], "kl-full", STREAMER_KEY).await).await;
+    nodes[2].proc.signal("KILL");
+    // n3's lease is no longer refreshed: it expires (10 s) and n2 grants a
+    // stream. n1's two, open all along, were refreshed and still count.
+    let fresh = wait_for(
+        "the dead node's slot freed",
+        Duration::from_secs(30),
+        || async {
+            let resp = open_stream(&nodes[1], "kl-new", STREAMER_KEY).await;
+            (resp.status() == 200).then_some(resp)
+        },
+    )
+    .await;
+    assert_too_many_streams(open_stream(&nodes[1], "kl-over", STREAMER_KEY).await).await;
+    drop((fresh, held));
+    env.assert_logs_clean();
+}
+
+#[tokio::test]
 async fn with_redis_frozen_limits_fail_open_or_closed_as_configured() {
     let tuning = Tuning {
         extra: clients("50/s", 3),
