@@ -334,7 +334,7 @@ async fn a_killed_nodes_stream_slots_free_themselves_and_live_ones_stay_counted(
         env,
         redis: _redis,
         mock: _mock,
-        mut nodes,
+        nodes,
         ..
     } = fixture::cluster("limits_stream_leases", &[], 3, tuning).await;
     // Two streams through n1 (it lives), one through n3 (it dies).
