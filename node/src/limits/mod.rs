@@ -91,10 +91,12 @@ impl RateHeaders {
         }
     }
 
-    /// Sets `RateLimit-Policy` and `RateLimit` on a response.
+    /// Adds `RateLimit-Policy` and `RateLimit` to a response. Both are
+    /// structured-field lists, so the item is appended to any the upstream
+    /// sent for its own policies rather than replacing them.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_POLICY, self.policy.clone());
-        headers.insert(RATELIMIT, self.state.clone());
+        headers.append(RATELIMIT_POLICY, self.policy.clone());
+        headers.append(RATELIMIT, self.state.clone());
     }
 }
 
