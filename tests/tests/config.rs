@@ -144,16 +144,10 @@ producer_lease = "5s"
     );
     let err = refuses("check-config", &cfg, &[]);
     let not_yet = "not supported by this build yet (";
-    let refused: Vec<String> = [
-        "limits.on_store_error",
-        "log",
-        "clients[0].rate",
-        "clients[0].burst",
-        "clients[0].max_streams",
-    ]
-    .iter()
-    .map(|path| format!("error: {path}: {not_yet}"))
-    .collect();
+    let refused: Vec<String> = ["log"]
+        .iter()
+        .map(|path| format!("error: {path}: {not_yet}"))
+        .collect();
     assert_all(
         &err,
         &refused.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -164,6 +158,7 @@ producer_lease = "5s"
             "error: state.redis_url: only applies to state.backend = \"redis\"",
             "error: state.op_timeout: only applies to state.backend = \"redis\"",
             "error: state.tls: only applies to state.backend = \"redis\"",
+            "error: limits.on_store_error: only applies to state.backend = \"redis\"",
             "error: coordinator.mode: \"cluster\" needs state.backend = \"redis\"",
             "error: credentials[0].refresh_margin: not a setting of kind \"static\"",
             "error: upstreams[0].ca_file: only applies to https:// targets",
