@@ -13,6 +13,7 @@ use rhizome_proto::Config;
 
 use crate::auth::ClientKeys;
 use crate::credentials::{Credential, Credentials, Role};
+use crate::limits::Limiter;
 use crate::ownership::{self, Ownership};
 use crate::routing::Router;
 use crate::session::Sessions;
@@ -40,6 +41,8 @@ pub struct App {
     pub credentials: Credentials,
     /// Client keys.
     pub clients: ClientKeys,
+    /// Per-client rate and stream limits.
+    pub limits: Limiter,
     /// Digest of the admin token, if one is set.
     pub admin_token_digest: Option<[u8; 32]>,
     /// Metrics exposition, when a recorder is installed.
@@ -111,6 +114,12 @@ impl App {
             &credentials,
             config.limits.max_body.as_u64(),
         )?;
+        let limits = Limiter::new(
+            &config.clients,
+            config.limits.on_store_error,
+            state.redis.clone(),
+            &node_id,
+        );
         let sessions = Arc::new(Sessions::new(state.sessions.clone(), state.redis.clone()));
         let replay = Replay::new(state.replay.clone(), &node_id);
         let ownership = ownership::build(
@@ -127,6 +136,7 @@ impl App {
             router,
             credentials,
             clients,
+            limits,
             admin_token_digest: admin_token.as_ref().map(admin::token_digest),
             metrics,
             shutdown,

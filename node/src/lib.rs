@@ -9,6 +9,7 @@
 //! - [`proxy`]: the request path as named phases, and the request-intent API.
 //! - [`routing`]: the route table (longest prefix, optional host).
 //! - [`auth`]: client keys, compared as SHA-256 digests in constant time.
+//! - [`limits`]: per-client request rates and stream caps (local or in Redis).
 //! - [`credentials`]: token sources, the single-flight token cache, cooldown,
 //!   pools and the owner's refresh-ahead loop.
 //! - [`upstream`]: the one pooled HTTP client, targets and passive ejection,
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod ownership;
 pub mod proxy;
@@ -108,6 +110,7 @@ pub async fn run(
         .tasks()
         .spawn(app.sessions.clone().run_gauge(shutdown.token()));
     app.ownership.start(&shutdown.token());
+    app.limits.start(shutdown.tasks(), shutdown.token());
 
     let grace = config.node.shutdown_grace;
     let router = admin::router(app.clone());

@@ -8,6 +8,7 @@
 
 mod coordinator;
 mod credential;
+mod limits;
 mod log;
 mod redis;
 mod route;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 pub use credential::{
     ClientAuth, CredentialConfig, CredentialKind, CredentialSpec, InjectConfig, JwtAlgorithm,
 };
+pub use limits::{OnStoreError, Rate};
 pub use log::{LogConfig, LogFormatSetting, Rotation, MIN_ROTATION_SIZE};
 pub use redis::{url_uses_tls, RedisTls, REDIS_SCHEMES};
 pub use route::{
@@ -115,6 +117,8 @@ pub struct Limits {
     pub max_body: ByteSize,
     /// Connections served at once per listener; beyond it, accepting pauses.
     pub max_connections: usize,
+    /// What client rate and stream limits do while Redis is unreachable.
+    pub on_store_error: OnStoreError,
 }
 
 impl Default for Limits {
@@ -124,6 +128,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_body: ByteSize::mib(10),
             max_connections: 10_000,
+            on_store_error: OnStoreError::Open,
         }
     }
 }
@@ -209,7 +214,7 @@ impl Default for CoordinatorConfig {
 }
 
 /// `[[clients]]`: a client allowed to use the proxy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// Client identity, used in logs and to bind sessions and streams.
@@ -218,4 +223,24 @@ pub struct ClientConfig {
     pub key_sha256: Option<String>,
     /// The key itself, usually as a secret reference.
     pub key: Option<Secret>,
+    /// Sustained request rate (`"100/s"`, `"6000/m"`, `"10/h"`); none means
+    /// unlimited, at no cost per request.
+    #[serde(default)]
+    pub rate: Option<Rate>,
+    /// Requests the client may send at once on top of an idle period
+    /// (GCRA burst); default: the rate per second, at least 1. Needs `rate`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Concurrent SSE (long-lived) responses the client may hold, cluster-wide
+    /// with Redis; none means unlimited.
+    #[serde(default)]
+    pub max_streams: Option<u32>,
+}
+
+impl ClientConfig {
+    /// The burst in effect: the configured one, else the rate per second.
+    pub fn effective_burst(&self) -> Option<u32> {
+        self.rate
+            .map(|r| self.burst.unwrap_or_else(|| r.per_second()))
+    }
 }

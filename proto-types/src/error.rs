@@ -44,6 +44,11 @@ pub enum ErrorCode {
     /// The method is not served here (`CONNECT` to the forward proxy: TLS is
     /// not intercepted); sent with `Allow`.
     MethodNotAllowed,
+    /// The client sent more requests than its `rate` (and `burst`) allow;
+    /// sent with `Retry-After` and the `RateLimit-Policy`/`RateLimit` headers.
+    RateLimited,
+    /// The client already holds its `max_streams` concurrent streams.
+    TooManyStreams,
 }
 
 impl ErrorCode {
@@ -67,6 +72,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::NoLeader => "no_leader",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyStreams => "too_many_streams",
         }
     }
 
@@ -86,6 +93,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::Internal => 500,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RateLimited | ErrorCode::TooManyStreams => 429,
         }
     }
 }
@@ -101,6 +109,8 @@ mod tests {
             ErrorCode::NoHealthyCredential,
             ErrorCode::Internal,
             ErrorCode::NoLeader,
+            ErrorCode::RateLimited,
+            ErrorCode::TooManyStreams,
         ] {
             let json = format!("\"{}\"", code.as_str());
             let parsed: ErrorCode = serde_json_like(&json);

@@ -463,7 +463,10 @@ async fn every_dashboard_metric_is_exported_and_every_exported_family_is_on_the_
         sse: REPLAY,
         extra: format!(
             "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\nop_timeout = \"1s\"\n\n\
-             [coordinator]\nmode = \"redis-lock\"\n",
+             [coordinator]\nmode = \"redis-lock\"\n\n\
+             # A limited client: its limit metrics are exported from the start.\n\
+             [[clients]]\nname = \"limited\"\nkey = \"ck-limited-deploy\"\n\
+             rate = \"100/s\"\nmax_streams = 10\n",
             redis.url()
         ),
         ..Tuning::default()

@@ -34,7 +34,16 @@ async fn a_frozen_redis_degrades_requests_that_need_it_and_nothing_else() {
         mock,
         nodes,
         tuning,
-    } = fixture::cluster("redis_outage", &[], 2, Tuning::default()).await;
+    } = fixture::cluster(
+        "redis_outage",
+        &[],
+        2,
+        Tuning {
+            op_timeout: "250ms",
+            ..Tuning::default()
+        },
+    )
+    .await;
     let [n1, n2] = <[Node; 2]>::try_from(nodes).expect("two nodes");
     let c = Client::new();
     let key = fixture::bearer();

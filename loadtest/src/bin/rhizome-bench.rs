@@ -14,6 +14,14 @@
 //!
 //! Every mode is bounded in time (and `idle` in connections); output is one
 //! line of `key=value` pairs for scripts (`loadtest/bench.sh`).
+//!
+//! Each measured window also says whether it can be trusted: `proxy_cpu_pct`
+//! (the proxy's CPU time over the window's wall time), `gen_cpu_pct` (this
+//! generator's), and with `--proxy-core N` `others_pct`, the share of core
+//! N that went to anything but the proxy. `client_bound=1` marks a `max` run
+//! whose proxy was below 90 % of its core (the generator or upstream was the
+//! limit, not the proxy); `disturbed=1` marks a run where other work took
+//! more than 10 % of the proxy's core (a noisy machine).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -74,6 +82,10 @@ struct Args {
     /// Label printed first on the result line.
     #[arg(long, default_value = "-")]
     label: String,
+    /// The core the proxy is pinned to (`taskset`): other work on it marks
+    /// the run disturbed.
+    #[arg(long)]
+    proxy_core: Option<usize>,
 }
 
 /// Most seconds any mode runs (measured plus warmup).
@@ -220,17 +232,78 @@ struct Tally {
     timeline: Vec<(Duration, Duration)>,
 }
 
-fn cpu_line(pid: Option<u32>, cpu0: u64, ok: u64) -> String {
-    match pid {
-        Some(pid) => {
-            let used = cpu_ns(pid).saturating_sub(cpu0);
-            format!(
-                "cpu_us_per_req={:.2} rss_kib={}",
-                used as f64 / 1000.0 / ok.max(1) as f64,
-                rss_kib(pid)
-            )
+/// Busy and total jiffies of one core, from `/proc/stat`.
+fn core_jiffies(core: usize) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&format!("cpu{core}")))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    let total: u64 = v.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+/// CPU accounting of one measured window (see the module docs).
+struct Usage {
+    pid: Option<u32>,
+    core: Option<usize>,
+    closed_loop: bool,
+    at: Instant,
+    proxy_ns: u64,
+    self_ns: u64,
+    core0: Option<(u64, u64)>,
+}
+
+impl Usage {
+    fn start(args: &Args) -> Self {
+        Usage {
+            pid: args.pid,
+            core: args.proxy_core,
+            closed_loop: args.mode == Mode::Max,
+            at: Instant::now(),
+            proxy_ns: args.pid.map_or(0, cpu_ns),
+            self_ns: cpu_ns(std::process::id()),
+            core0: args.proxy_core.and_then(core_jiffies),
         }
-        None => String::new(),
+    }
+
+    /// `cpu_us_per_req=… rss_kib=… proxy_cpu_pct=… gen_cpu_pct=…
+    /// [others_pct=…] client_bound=0|1 disturbed=0|1` for `ok` requests.
+    fn line(&self, ok: u64) -> String {
+        let wall_ns = self.at.elapsed().as_nanos().max(1) as f64;
+        let gen = (cpu_ns(std::process::id()) - self.self_ns) as f64 / wall_ns * 100.0;
+        let Some(pid) = self.pid else {
+            return format!("gen_cpu_pct={gen:.0}");
+        };
+        let used = cpu_ns(pid).saturating_sub(self.proxy_ns);
+        let proxy = used as f64 / wall_ns * 100.0;
+        let mut out = format!(
+            "cpu_us_per_req={:.2} rss_kib={} proxy_cpu_pct={proxy:.0} gen_cpu_pct={gen:.0}",
+            used as f64 / 1000.0 / ok.max(1) as f64,
+            rss_kib(pid),
+        );
+        let mut disturbed = false;
+        if let (Some(core), Some((busy0, total0))) = (self.core, self.core0) {
+            if let Some((busy1, total1)) = core_jiffies(core) {
+                let core_pct = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0;
+                let others = (core_pct - proxy).max(0.0);
+                disturbed = others > 10.0;
+                out.push_str(&format!(" others_pct={others:.0}"));
+            }
+        }
+        let client_bound = self.closed_loop && proxy < 90.0;
+        out.push_str(&format!(
+            " client_bound={} disturbed={}",
+            u8::from(client_bound),
+            u8::from(disturbed)
+        ));
+        out
     }
 }
 
@@ -241,7 +314,7 @@ async fn closed(args: &Args) -> anyhow::Result<String> {
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.seconds);
     let local = tokio::task::LocalSet::new();
-    let cpu0 = RefCell::new(None::<u64>);
+    let usage = RefCell::new(None::<Usage>);
     for _ in 0..args.connections {
         let (req, tally, addr) = (req.clone(), tally.clone(), args.addr);
         local.spawn_local(async move {
@@ -271,16 +344,17 @@ async fn closed(args: &Args) -> anyhow::Result<String> {
     local
         .run_until(async {
             tokio::time::sleep_until(measure_from.into()).await;
-            *cpu0.borrow_mut() = args.pid.map(cpu_ns);
-            let ok0 = tally.borrow().ok;
+            *usage.borrow_mut() = Some(Usage::start(args));
             tokio::time::sleep_until(end.into()).await;
             // Let in-flight requests finish (they count when they started measured).
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = ok0;
         })
         .await;
     let t = tally.borrow();
-    let cpu = cpu_line(args.pid, cpu0.borrow().unwrap_or(0), t.ok);
+    let cpu = usage
+        .borrow()
+        .as_ref()
+        .map_or_else(String::new, |u| u.line(t.ok));
     Ok(format!(
         "rps={:.0} ok={} errors={} {cpu}",
         t.ok as f64 / args.seconds,
@@ -392,16 +466,16 @@ async fn open(args: &Args) -> anyhow::Result<String> {
         });
     }
     let warm_end = start + interval * u32::try_from(warm).unwrap_or(u32::MAX);
-    let cpu0 = local
+    let usage = local
         .run_until(async {
             tokio::time::sleep_until(warm_end.into()).await;
-            args.pid.map(cpu_ns)
+            Usage::start(args)
         })
         .await;
     local.await;
     let elapsed = start.elapsed().as_secs_f64() - args.warmup;
     let mut t = tally.borrow_mut();
-    let cpu = cpu_line(args.pid, cpu0.unwrap_or(0), t.ok);
+    let cpu = usage.line(t.ok);
     if let Some(ms) = args.timeline_ms {
         print_timeline(&t.timeline, ms);
     }

@@ -113,11 +113,13 @@ mod tests {
                 name: "a".into(),
                 key_sha256: Some(hex::encode(Sha256::digest(b"key-a"))),
                 key: None,
+                ..ClientConfig::default()
             },
             ClientConfig {
                 name: "b".into(),
                 key_sha256: None,
                 key: Some(rhizome_proto::Secret::inline("key-b")),
+                ..ClientConfig::default()
             },
         ];
         ClientKeys::from_config(&cfg).expect("keys")

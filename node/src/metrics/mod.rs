@@ -135,6 +135,14 @@ fn describe() {
         "MCP proxy sessions created by this node."
     );
     describe_counter!(
+        "rhizome_rate_limited_total",
+        "Requests refused by a client's limits, by client name and reason (rate, streams)."
+    );
+    describe_counter!(
+        "rhizome_rate_limit_store_errors_total",
+        "Limit checks Redis did not answer, by outcome (open: admitted, closed: refused)."
+    );
+    describe_counter!(
         "rhizome_log_lines_dropped_total",
         "Log lines dropped because the log output (stdout or file) did not keep up or failed."
     );
@@ -146,6 +154,29 @@ fn describe() {
         "rhizome_log_lines_removed_total",
         "Lines this process wrote into log files that retention deleted since."
     );
+}
+
+/// Counts a request of `client` refused by its limits (`rate`, `streams`).
+pub fn rate_limited(client: &str, reason: &'static str) {
+    counter!("rhizome_rate_limited_total", "client" => client.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// Exports the refusal counter of `client` for `reason` at 0.
+pub fn rate_limited_zero(client: &str, reason: &'static str) {
+    counter!("rhizome_rate_limited_total", "client" => client.to_owned(), "reason" => reason)
+        .absolute(0);
+}
+
+/// Counts a limit check the store did not answer, admitted (`open`) or
+/// refused (`closed`).
+pub fn rate_limit_store_error(outcome: &'static str) {
+    counter!("rhizome_rate_limit_store_errors_total", "outcome" => outcome).increment(1);
+}
+
+/// Exports the store-error counter of `outcome` at 0.
+pub fn rate_limit_store_error_zero(outcome: &'static str) {
+    counter!("rhizome_rate_limit_store_errors_total", "outcome" => outcome).absolute(0);
 }
 
 /// Counts log lines the log sink dropped.

@@ -15,6 +15,7 @@ use super::mcp::Session;
 use super::AccessLog;
 use crate::auth::ClientId;
 use crate::credentials::Credential;
+use crate::limits::{RateHeaders, StreamSlot};
 use crate::routing::Route;
 use crate::sse::replay::Opening;
 use rhizome_proto::records::ReopenRequest;
@@ -41,6 +42,11 @@ pub struct RequestCtx {
     pub deadline: Option<tokio::time::Instant>,
     /// The upstream request as a recorded stream would reopen it.
     pub reopen: Option<ReopenRequest>,
+    /// The rate-limit headers of an admitted, rate-limited client.
+    pub rate: Option<RateHeaders>,
+    /// The client's stream slot, taken before the upstream call when the
+    /// request asks for an event stream; held by the response body.
+    pub stream: Option<StreamSlot>,
     /// The one access-log line of this request.
     pub log: AccessLog,
 }
@@ -57,6 +63,8 @@ impl RequestCtx {
             credential: None,
             deadline: None,
             reopen: None,
+            rate: None,
+            stream: None,
             log: AccessLog {
                 request_id: request_id(headers),
                 method: method.to_string(),

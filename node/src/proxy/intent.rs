@@ -110,6 +110,7 @@ fn bad(msg: impl Into<String>) -> ProxyError {
         (status = 400, description = "Malformed intent (`bad_request`)"),
         (status = 401, description = "Missing or wrong client key (`client_unauthorized`)"),
         (status = 404, description = "Unknown route (`no_route`)"),
+        (status = 429, description = "Over the client's request rate (`rate_limited`)"),
         (status = 503, description = "No credential can obtain a token (`no_healthy_credential`)"),
     ),
     security(("client_key" = []))
@@ -124,6 +125,9 @@ pub async fn handle(
     }
     // The intent API is never public: a client key is always required.
     proxy.authenticate_client(ctx, req.headers(), false)?;
+    if let Some(client) = ctx.client.clone() {
+        ctx.rate = proxy.app.limits.check_rate(&client).await?;
+    }
     let max = proxy.app.max_body;
     let (parts, body) = req.into_parts();
     let raw = match proxy

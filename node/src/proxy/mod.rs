@@ -2,7 +2,7 @@
 //! ([`RequestCtx`], pingora's `ProxyHttp` + `CTX`):
 //!
 //! ```text
-//! accept ─▶ route ─▶ authenticate_client ─▶ request_filter (may answer early)
+//! accept ─▶ route ─▶ authenticate_client ─▶ limit ─▶ request_filter (may answer early)
 //!        ─▶ prepare_body ─▶ pick_credential ─▶ inject ─▶ forward
 //!        ─▶ on_upstream_status (401 → invalidate, fresh token, retry once)
 //!        ─▶ response_filter ─▶ respond (SSE relay or passthrough) ─▶ log
@@ -120,6 +120,10 @@ impl Proxy {
             Ok(resp) => resp,
             Err(err) => self.on_error(&mut ctx, err),
         };
+        resp = self.hold_stream(&mut ctx, resp).await;
+        if let Some(rate) = &ctx.rate {
+            rate.apply(resp.headers_mut());
+        }
         if let Ok(v) = HeaderValue::from_str(&ctx.log.request_id) {
             resp.headers_mut().insert(REQUEST_ID, v);
         }
@@ -150,6 +154,7 @@ impl Proxy {
         let route = self.route(ctx, &req, forward)?;
         let public = route.is_public(req.uri().path());
         self.authenticate_client(ctx, req.headers(), public)?;
+        self.limit(ctx, req.headers()).await?;
         let (mut parts, body) = req.into_parts();
         let path = route.upstream_path(parts.uri.path(), parts.uri.query());
         let authority = parts.uri.authority().map(|a| a.as_str().to_string());
@@ -257,6 +262,51 @@ impl Proxy {
                 "missing or invalid client key",
             )),
         }
+    }
+
+    /// Phase `limit`: the client's request rate, and — for a request that
+    /// asks for an event stream — one of its stream slots, taken before any
+    /// upstream call so that a refused stream never reaches the upstream.
+    async fn limit(&self, ctx: &mut RequestCtx, headers: &HeaderMap) -> Result<(), ProxyError> {
+        let Some(client) = ctx.client.clone() else {
+            return Ok(());
+        };
+        ctx.rate = self.app.limits.check_rate(&client).await?;
+        if crate::limits::wants_stream(headers) {
+            ctx.stream = self.app.limits.open_stream(&client).await?;
+        }
+        Ok(())
+    }
+
+    /// A successful event stream holds one of the client's stream slots
+    /// until its body ends: the one taken in `limit`, else one taken now
+    /// (refused: the upstream's answer is dropped for a 429). Any other
+    /// answer gives a slot taken in `limit` back.
+    async fn hold_stream(
+        &self,
+        ctx: &mut RequestCtx,
+        resp: Response<BoxBody>,
+    ) -> Response<BoxBody> {
+        let stream = resp.status().is_success() && crate::sse::is_event_stream(resp.headers());
+        if !stream {
+            ctx.stream = None;
+            return resp;
+        }
+        let slot = match ctx.stream.take() {
+            Some(slot) => slot,
+            None => match ctx.client.clone() {
+                Some(client) if self.app.limits.limits_streams(&client) => {
+                    match self.app.limits.open_stream(&client).await {
+                        Ok(Some(slot)) => slot,
+                        Ok(None) => return resp,
+                        Err(err) => return self.on_error(ctx, err),
+                    }
+                }
+                _ => return resp,
+            },
+        };
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, crate::limits::hold(body, slot))
     }
 
     /// Phase `request_filter`: state that decides the request before any

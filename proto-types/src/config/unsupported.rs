@@ -1,7 +1,7 @@
 //! What this build does not honour yet, in one table. A key the node would
 //! accept and then ignore is a lie to the operator: it believes in a
-//! rate limit it does not have. The keys of the contract
-//! that are not built (client rate limits…) are not in
+//! limit or a log file it does not have. The keys of the contract that are
+//! not built (none, in this build) are not in
 //! the model, so the unknown-key rule refuses them; the loader turns that
 //! error into a "not supported" message through [`unmodelled_key`], so the
 //! operator learns the key is known but not built. The issue that
@@ -18,24 +18,7 @@ struct NotYet {
 }
 
 /// The table. Delete a row when its feature lands.
-const NOT_YET: &[NotYet] = &[
-    NotYet {
-        path: "limits.on_store_error",
-        feature: "rate limits",
-    },
-    NotYet {
-        path: "clients[].rate",
-        feature: "rate limits",
-    },
-    NotYet {
-        path: "clients[].burst",
-        feature: "rate limits",
-    },
-    NotYet {
-        path: "clients[].max_streams",
-        feature: "per-client stream limits",
-    },
-];
+const NOT_YET: &[NotYet] = &[];
 
 fn refusal(path: String, feature: &str) -> ConfigError {
     ConfigError::new(path, format!("not supported by this build yet ({feature})"))
@@ -78,13 +61,9 @@ mod tests {
 
     #[test]
     fn unmodelled_keys_of_the_contract_get_the_feature_named() {
-        let e = unmodelled_key("clients[2].rate").expect("known");
-        assert_eq!(
-            e.to_string(),
-            "clients[2].rate: not supported by this build yet (rate limits)"
-        );
-        assert!(unmodelled_key("state.tls").is_none(), "modelled");
         assert!(unmodelled_key("log").is_none(), "modelled");
+        assert!(unmodelled_key("clients[2].rate").is_none(), "modelled");
+        assert!(unmodelled_key("state.tls").is_none(), "modelled");
         assert!(unmodelled_key("limits.max_bodyy").is_none());
         assert!(unmodelled_key("routes[0].sse.replay").is_none(), "modelled");
     }

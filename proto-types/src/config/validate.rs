@@ -147,6 +147,24 @@ impl Config {
                 )),
                 _ => {}
             }
+            if c.burst.is_some() && c.rate.is_none() {
+                e.push(ConfigError::new(
+                    format!("{path}.burst"),
+                    "only applies together with rate",
+                ));
+            }
+            if c.burst == Some(0) {
+                e.push(ConfigError::new(
+                    format!("{path}.burst"),
+                    "must be at least 1",
+                ));
+            }
+            if c.max_streams == Some(0) {
+                e.push(ConfigError::new(
+                    format!("{path}.max_streams"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
             if let Some(d) = &c.key_sha256 {
                 if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
                     e.push(ConfigError::new(
@@ -364,6 +382,9 @@ impl Config {
         }
         if memory && self.state.tls.is_some() {
             e.push(ConfigError::new("state.tls", NEEDS_REDIS));
+        }
+        if memory && self.limits.on_store_error != super::OnStoreError::default() {
+            e.push(ConfigError::new("limits.on_store_error", NEEDS_REDIS));
         }
         if self.state.encryption_key.is_some() {
             if memory {
