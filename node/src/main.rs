@@ -21,9 +21,9 @@ struct Cli {
     /// Configuration file (TOML). Without it: defaults and RHIZOME__* variables.
     #[arg(long, short, global = true, env = "RHIZOME_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, value_enum, default_value = "json", global = true)]
-    log_format: LogFormat,
+    /// Log format (default `json`); overrides `log.format`.
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<LogFormat>,
     /// Overrides `node.id`.
     #[arg(long)]
     node_id: Option<String>,
@@ -56,17 +56,33 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The log writer thread outlives the runtime: tasks still log while the
-    // runtime shuts down, and a line sent after the writer stopped is lost.
-    let log_guard = match cli.command {
+    // Running a node: the configuration comes first, since its `[log]` says
+    // where logs go. Its errors go to stderr, as they would before any log.
+    let config = match cli.command {
         Some(_) => None,
-        None => match telemetry::init(cli.log_format) {
-            Ok(guard) => Some(guard),
+        None => match load(&cli) {
+            Ok(cfg) => Some(cfg),
             Err(e) => {
-                eprintln!("cannot start the log writer: {e}");
+                print_load_error(&e);
+                eprintln!("rhizome-node: configuration rejected");
                 return ExitCode::FAILURE;
             }
         },
+    };
+    // The log writer thread outlives the runtime: tasks still log while the
+    // runtime shuts down, and a line sent after the writer stopped is lost.
+    let log_guard = match &config {
+        None => None,
+        Some(cfg) => {
+            let format = cli.log_format.unwrap_or(cfg.log.format.into());
+            match telemetry::init(format, &cfg.log) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    eprintln!("rhizome-node: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,14 +95,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            Some(Command::CheckConfig { ref file }) => Ok(check_config(file)),
-            Some(Command::Openapi) => {
+        match (cli.command, config) {
+            (Some(Command::CheckConfig { ref file }), _) => Ok(check_config(file)),
+            (Some(Command::Openapi), _) => {
                 println!("{}", rhizome_node::admin::openapi_json());
                 Ok(ExitCode::SUCCESS)
             }
-            Some(Command::Healthcheck { ref url }) => healthcheck(url).await,
-            None => run(cli).await.map(|()| ExitCode::SUCCESS),
+            (Some(Command::Healthcheck { ref url }), _) => healthcheck(url).await,
+            (None, Some(cfg)) => run(cfg).await.map(|()| ExitCode::SUCCESS),
+            (None, None) => Err(anyhow::anyhow!("no configuration loaded")),
         }
     });
     drop(runtime);
@@ -95,6 +112,16 @@ fn main() -> ExitCode {
         eprintln!("rhizome-node: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+/// The node's configuration: file, environment, then the flags.
+fn load(cli: &Cli) -> Result<rhizome_proto::Config, LoadError> {
+    let overrides = Overrides {
+        id: cli.node_id.clone(),
+        listen: cli.listen.clone(),
+        admin_listen: cli.admin_listen.clone(),
+    };
+    config::load(cli.config.as_deref(), &overrides)
 }
 
 fn print_load_error(e: &LoadError) {
@@ -148,19 +175,7 @@ async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        id: cli.node_id,
-        listen: cli.listen,
-        admin_listen: cli.admin_listen,
-    };
-    let cfg = match config::load(cli.config.as_deref(), &overrides) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            print_load_error(&e);
-            anyhow::bail!("configuration rejected");
-        }
-    };
+async fn run(cfg: rhizome_proto::Config) -> anyhow::Result<()> {
     let metrics = rhizome_node::metrics::install().context("installing the metrics recorder")?;
     let listeners = Listeners {
         proxy: server::bind(cfg.node.listen).await?,

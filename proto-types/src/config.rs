@@ -9,6 +9,7 @@
 mod coordinator;
 mod credential;
 mod limits;
+mod log;
 mod redis;
 mod route;
 mod unsupported;
@@ -24,6 +25,7 @@ pub use credential::{
     ClientAuth, CredentialConfig, CredentialKind, CredentialSpec, InjectConfig, JwtAlgorithm,
 };
 pub use limits::{OnStoreError, Rate};
+pub use log::{LogConfig, LogFormatSetting, Rotation, MIN_ROTATION_SIZE};
 pub use redis::{url_uses_tls, RedisTls, REDIS_SCHEMES};
 pub use route::{
     DisconnectPolicy, RouteConfig, SessionMode, SseConfig, UpstreamConfig, UpstreamProtocol,
@@ -43,6 +45,9 @@ pub struct Config {
     /// Size and time limits on every read from clients.
     #[serde(default)]
     pub limits: Limits,
+    /// Log format, and the log file with its rotation.
+    #[serde(default)]
+    pub log: LogConfig,
     /// Where shared state lives.
     #[serde(default)]
     pub state: StateConfig,

@@ -12,6 +12,7 @@
 //! histogram's raw samples until they are folded into its fixed buckets, and
 //! without a scrape only the upkeep task started by [`install`] does that.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -45,6 +46,8 @@ pub fn install() -> Result<PrometheusHandle, BuildError> {
     describe();
     // Exported from the start at 0, so an alert on it sees a series.
     log_lines_dropped(0);
+    // With what retention removed before the recorder existed.
+    log_files_removed(0, 0);
     tokio::spawn(upkeep(handle.clone()));
     Ok(handle)
 }
@@ -141,7 +144,15 @@ fn describe() {
     );
     describe_counter!(
         "rhizome_log_lines_dropped_total",
-        "Log lines dropped because stdout did not keep up."
+        "Log lines dropped because the log output (stdout or file) did not keep up or failed."
+    );
+    describe_counter!(
+        "rhizome_log_files_removed_total",
+        "Rotated log files deleted by retention (log.max_files, log.max_total_size)."
+    );
+    describe_counter!(
+        "rhizome_log_lines_removed_total",
+        "Lines this process wrote into log files that retention deleted since."
     );
 }
 
@@ -171,6 +182,21 @@ pub fn rate_limit_store_error_zero(outcome: &'static str) {
 /// Counts log lines the log sink dropped.
 pub fn log_lines_dropped(n: u64) {
     counter!("rhizome_log_lines_dropped_total").increment(n);
+}
+
+/// Totals of [`log_files_removed`]: retention may delete files before the
+/// recorder is installed, so the counters are set from these.
+static LOG_FILES_REMOVED: AtomicU64 = AtomicU64::new(0);
+static LOG_LINES_REMOVED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts log files deleted by retention and the lines this process had
+/// written into them.
+pub fn log_files_removed(files: u64, lines: u64) {
+    let files = LOG_FILES_REMOVED.fetch_add(files, Ordering::Relaxed) + files;
+    let lines = LOG_LINES_REMOVED.fetch_add(lines, Ordering::Relaxed) + lines;
+    // `absolute` keeps the larger value: racing calls cannot move it back.
+    counter!("rhizome_log_files_removed_total").absolute(files);
+    counter!("rhizome_log_lines_removed_total").absolute(lines);
 }
 
 /// Whether Redis answers.

@@ -1,16 +1,17 @@
 //! The log sink: every log line (tracing's and the access log's) is appended
 //! to one shared batch on the thread that produced it, and a writer thread
-//! hands whole batches to stdout — every [`FLUSH_EVERY`], or sooner once a
-//! batch reaches [`FLUSH_AT`]. A request pays for a short lock and a copy,
-//! never for a write to stdout or a wake-up per line.
+//! hands whole batches to the [`Output`] — stdout, or a rotating log file
+//! (`super::file`) — every [`FLUSH_EVERY`], or sooner once a batch reaches
+//! [`FLUSH_AT`]. A request pays for a short lock and a copy, never for a
+//! write, a rotation or a wake-up per line.
 //!
-//! The batch is bounded ([`BATCH_LIMIT`]). When stdout cannot keep up (a
-//! stalled pipe or log collector) lines that do not fit are **dropped and
-//! counted**, never waited for: a proxy that stops serving because its log
-//! reader is slow turns a logging problem into an outage, and a blocked
-//! Tokio worker stalls every connection it serves, not only the one logging.
-//! Once the writer catches up it logs how many lines were lost and adds them
-//! to `rhizome_log_lines_dropped_total`.
+//! The batch is bounded ([`BATCH_LIMIT`]). When the output cannot keep up (a
+//! stalled pipe or log collector, a slow disk) lines that do not fit are
+//! **dropped and counted**, never waited for: a proxy that stops serving
+//! because its log reader is slow turns a logging problem into an outage,
+//! and a blocked Tokio worker stalls every connection it serves, not only
+//! the one logging. Once the writer catches up it logs how many lines were
+//! lost and adds them to `rhizome_log_lines_dropped_total`.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,8 +54,13 @@ pub struct SinkGuard {
 }
 
 impl LogSink {
-    /// Starts the writer thread over `out`.
+    /// Starts the writer thread over `out` (stdout, or a test's buffer).
     pub fn start<W: Write + Send + 'static>(out: W) -> io::Result<(LogSink, SinkGuard)> {
+        LogSink::start_output(Plain(out))
+    }
+
+    /// Starts the writer thread over any [`Output`] (a rotating log file).
+    pub fn start_output<O: Output>(out: O) -> io::Result<(LogSink, SinkGuard)> {
         let (tx, rx) = std::sync::mpsc::channel::<Arc<Shared>>();
         let thread = thread::Builder::new()
             .name("log-writer".into())
@@ -97,18 +103,46 @@ impl LogSink {
     }
 }
 
+/// Where the writer thread puts the lines: stdout ([`Plain`]) or a rotating
+/// file (`super::file::LogFile`). Runs on the writer thread only.
+pub trait Output: Send + 'static {
+    /// Writes a batch of whole lines; returns how many lines could not be
+    /// written (they count as dropped).
+    fn write_batch(&mut self, batch: &[u8]) -> u64;
+
+    /// Called on every wake of the writer thread, with or without lines
+    /// (time-based rotation happens here).
+    fn tick(&mut self) {}
+}
+
+/// Any `Write`, as is: stdout.
+#[derive(Debug)]
+pub struct Plain<W>(pub W);
+
+impl<W: Write + Send + 'static> Output for Plain<W> {
+    fn write_batch(&mut self, batch: &[u8]) -> u64 {
+        // Nowhere to report a failing stdout: the lines are lost.
+        let _ = self.0.write_all(batch).and_then(|()| self.0.flush());
+        0
+    }
+}
+
 /// The writer thread: swaps the batch out and writes it, until stopped.
-fn write_loop<W: Write>(shared: &Shared, mut out: W) {
+fn write_loop<O: Output>(shared: &Shared, mut out: O) {
     let mut spare = Vec::with_capacity(FLUSH_AT);
     loop {
         let stopping = shared.stop.load(Ordering::Acquire);
         if !stopping {
             thread::park_timeout(FLUSH_EVERY);
         }
+        out.tick();
         std::mem::swap(&mut *shared.batch.lock(), &mut spare);
         if !spare.is_empty() {
-            // Nowhere to report a failing stdout: the lines are lost.
-            let _ = out.write_all(&spare).and_then(|()| out.flush());
+            // The output reports its own failures; they are counted here.
+            let lost = out.write_batch(&spare);
+            if lost > 0 {
+                crate::metrics::log_lines_dropped(lost);
+            }
             spare.clear();
             if spare.capacity() > KEEP_CAPACITY {
                 spare = Vec::with_capacity(FLUSH_AT);

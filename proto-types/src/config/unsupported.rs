@@ -1,7 +1,7 @@
 //! What this build does not honour yet, in one table. A key the node would
 //! accept and then ignore is a lie to the operator: it believes in a
-//! rate limit or a log file it does not have. The keys of the contract
-//! that are not built (`[log]`…) are not in
+//! limit or a log file it does not have. The keys of the contract that are
+//! not built (none, in this build) are not in
 //! the model, so the unknown-key rule refuses them; the loader turns that
 //! error into a "not supported" message through [`unmodelled_key`], so the
 //! operator learns the key is known but not built. The issue that
@@ -18,11 +18,7 @@ struct NotYet {
 }
 
 /// The table. Delete a row when its feature lands.
-const NOT_YET: &[NotYet] = &[NotYet {
-    path: "log",
-    feature: "the [log] section: log files and rotation; logs go to stdout, \
-                  formatted as --log-format says",
-}];
+const NOT_YET: &[NotYet] = &[];
 
 fn refusal(path: String, feature: &str) -> ConfigError {
     ConfigError::new(path, format!("not supported by this build yet ({feature})"))
@@ -65,10 +61,7 @@ mod tests {
 
     #[test]
     fn unmodelled_keys_of_the_contract_get_the_feature_named() {
-        let e = unmodelled_key("log").expect("known");
-        assert!(e
-            .to_string()
-            .starts_with("log: not supported by this build yet ("));
+        assert!(unmodelled_key("log").is_none(), "modelled");
         assert!(unmodelled_key("clients[2].rate").is_none(), "modelled");
         assert!(unmodelled_key("state.tls").is_none(), "modelled");
         assert!(unmodelled_key("limits.max_bodyy").is_none());

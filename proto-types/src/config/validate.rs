@@ -125,6 +125,7 @@ impl Config {
                 "must be between 8192 and 1048576",
             ));
         }
+        self.log.check(e);
         redis::check(&self.state.redis_url, self.state.tls.as_ref(), e);
         super::coordinator::check(self, e);
         if self.coordinator.mode == CoordinatorMode::RedisLock

@@ -132,6 +132,56 @@ impl Env {
 
     /// Like [`Env::node`] with extra environment variables.
     pub async fn node_with_env(&self, name: &str, config: &str, env: &[(&str, &str)]) -> Node {
+        let mut proc = self.spawn_node(name, config, env).await;
+        let mut lines = Vec::new();
+        while lines.len() < 2 {
+            lines.push(
+                proc.wait_line(|v| v.get("message") == Some(&Value::from("listening")))
+                    .await,
+            );
+        }
+        node_at(proc, &lines)
+    }
+
+    /// Like [`Env::node_with_env`] for a config whose `[log] file` is
+    /// `log_file`: the node prints nothing on stdout, so its `listening`
+    /// lines are read from that file.
+    pub async fn node_logging_to(
+        &self,
+        name: &str,
+        config: &str,
+        env: &[(&str, &str)],
+        log_file: &Path,
+    ) -> Node {
+        let mut proc = self.spawn_node(name, config, env).await;
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(log_file).unwrap_or_default();
+            let lines: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v.get("message") == Some(&Value::from("listening")))
+                .collect();
+            if lines.len() >= 2 {
+                return node_at(proc, &lines);
+            }
+            assert!(
+                proc.is_running(),
+                "node exited before listening; output:\n{}",
+                proc.log_text()
+            );
+            assert!(
+                Instant::now() < end,
+                "no listening lines in {} within {START_DEADLINE:?}:\n{text}",
+                log_file.display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes `config` and spawns `rhizome-node` on it with ephemeral ports,
+    /// its stdout and stderr captured in `<name>.log`.
+    async fn spawn_node(&self, name: &str, config: &str, env: &[(&str, &str)]) -> Proc {
         let cfg_path = self.write(&format!("{name}.toml"), config);
         let args = vec![
             "--config".to_string(),
@@ -143,37 +193,38 @@ impl Env {
             "--admin-listen".to_string(),
             "127.0.0.1:0".to_string(),
         ];
-        let mut proc = Proc::spawn(
+        Proc::spawn(
             &bin("rhizome-node"),
             &args,
             env,
             &self.path(&format!("{name}.log")),
         )
-        .await;
-        let mut proxy = None;
-        let mut admin = None;
-        while proxy.is_none() || admin.is_none() {
-            let line = proc
-                .wait_line(|v| v.get("message") == Some(&Value::from("listening")))
-                .await;
-            let addr = listening_addr(&line);
-            match line["listener"].as_str() {
-                Some("proxy") => proxy = Some(addr),
-                Some("admin") => admin = Some(addr),
-                other => panic!("unexpected listener {other:?}"),
-            }
-        }
-        Node {
-            proc,
-            proxy: proxy.expect("proxy"),
-            admin: admin.expect("admin"),
-        }
+        .await
     }
 
     /// Asserts that no captured log contains a secret, a token or a client key.
     pub fn assert_logs_clean(&self) {
         let found = secrets::scan_dir(&self.dir);
         assert!(found.is_empty(), "secrets found in logs: {found:#?}");
+    }
+}
+
+/// The node whose two `listening` lines are `lines`.
+fn node_at(proc: Proc, lines: &[Value]) -> Node {
+    let mut proxy = None;
+    let mut admin = None;
+    for line in lines {
+        let addr = listening_addr(line);
+        match line["listener"].as_str() {
+            Some("proxy") => proxy = Some(addr),
+            Some("admin") => admin = Some(addr),
+            other => panic!("unexpected listener {other:?}"),
+        }
+    }
+    Node {
+        proc,
+        proxy: proxy.expect("a proxy listening line"),
+        admin: admin.expect("an admin listening line"),
     }
 }
 

@@ -36,7 +36,8 @@ pub const ALL: [&str; 8] = [
 /// Patterns of issued tokens: the mock's opaque tokens and JWT headers.
 pub const TOKEN_PATTERNS: [&str; 2] = ["mocktok-", "eyJ"];
 
-/// Scans every file in `dir` and returns `file: pattern` for each finding.
+/// Scans every log in `dir` (`*.log`, and rotated log files `*.log.*`) and
+/// returns `file: pattern` for each finding.
 pub fn scan_dir(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -44,7 +45,8 @@ pub fn scan_dir(dir: &Path) -> Vec<String> {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_some_and(|e| e == "log") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") || name.contains(".log.") {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             for pat in ALL.iter().chain(TOKEN_PATTERNS.iter()) {
                 if text.contains(pat) {
