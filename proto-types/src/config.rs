@@ -22,7 +22,10 @@ use serde::Deserialize;
 pub use credential::{
     ClientAuth, CredentialConfig, CredentialKind, CredentialSpec, InjectConfig, JwtAlgorithm,
 };
-pub use redis::{url_uses_tls, RedisTls, REDIS_SCHEMES};
+pub use redis::{
+    client_url, deployment, url_uses_tls, RedisDeployment, RedisTls, REDIS_SCHEMES, SENTINEL_NODE,
+    SENTINEL_SERVICE_NAME,
+};
 pub use route::{
     DisconnectPolicy, RouteConfig, SessionMode, SseConfig, UpstreamConfig, UpstreamProtocol,
 };
