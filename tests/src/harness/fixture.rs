@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::redis::RedisServer;
 use super::secrets::*;
+use super::sentinel::SentinelSet;
 use super::{Env, Mock, Node};
 
 /// Environment variable through which nodes receive `svc-a`'s secret
@@ -303,6 +304,41 @@ pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -
         mock,
         nodes,
         tuning,
+    }
+}
+
+/// Several nodes sharing a Redis behind Sentinel in `redis-lock` mode.
+#[derive(Debug)]
+pub struct SentinelCluster {
+    /// Log and config directory.
+    pub env: Env,
+    /// The master, its replica and the three sentinels.
+    pub set: SentinelSet,
+    /// The mock upstream.
+    pub mock: Mock,
+    /// The nodes, named `n1`, `n2`, … and ready.
+    pub nodes: Vec<Node>,
+}
+
+/// Starts a Sentinel deployment, the mock and `n` ready nodes on the
+/// standard config with `tuning`, given the `redis+sentinel://` URL.
+pub async fn sentinel_cluster(test: &str, n: usize, tuning: Tuning) -> SentinelCluster {
+    let env = Env::new(test);
+    let set = env.sentinel_set().await;
+    let mock = mock(&env, &[]).await;
+    let tuning = Tuning {
+        extra: redis_lock(&set.url(), tuning.op_timeout) + &tuning.extra,
+        ..tuning
+    };
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
+    }
+    SentinelCluster {
+        env,
+        set,
+        mock,
+        nodes,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod redis;
 pub mod secrets;
+pub mod sentinel;
 pub mod sse;
 pub mod tls;
 
