@@ -8,7 +8,11 @@
 //! breaker that fails fast while Redis is down and lets one probe through
 //! every [`PROBE_INTERVAL`], and the `rhizome_redis_up` /
 //! `rhizome_redis_op_duration_seconds` metrics. fred reconnects by itself with
-//! an exponential policy, also when Redis is not up at start.
+//! an exponential policy, also when Redis is not up at start. Behind
+//! Sentinel (`redis+sentinel://`) each connection attempt first asks a
+//! sentinel for the master and checks its `ROLE`, so after a failover the
+//! reconnections land on the promoted replica; until then the node is in an
+//! ordinary outage.
 //!
 //! # A command its caller gave up on does not act later
 //!
