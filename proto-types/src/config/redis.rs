@@ -1,11 +1,12 @@
 //! `state.redis_url` and `[state.tls]`: which Redis deployments this build
 //! connects to, checked before anything connects: a server over plain TCP
-//! (`redis://`) or TLS (`rediss://`), or a master found through Redis
-//! Sentinel (`redis+sentinel://`, `rediss+sentinel://`, or fred's spelling
-//! `redis-sentinel://`). Each form accepts exactly the query parameters the
+//! (`redis://`) or TLS (`rediss://`), a master found through Redis Sentinel
+//! (`redis+sentinel://`, `rediss+sentinel://`, or fred's spelling
+//! `redis-sentinel://`), or a Redis Cluster (`redis-cluster://`,
+//! `rediss-cluster://`). Each form accepts exactly the query parameters the
 //! client library honours for it and refuses the rest, so no setting is
-//! silently ignored. Redis Cluster and unix sockets are refused by name. The
-//! URL is never echoed in an error: it may carry the password.
+//! silently ignored. Unix sockets are refused by name. The URL is never
+//! echoed in an error: it may carry the password.
 
 use std::path::PathBuf;
 
@@ -21,11 +22,14 @@ pub const REDIS_SCHEMES: &[&str] = &[
     "rediss+sentinel",
     "redis-sentinel",
     "rediss-sentinel",
+    "redis-cluster",
+    "rediss-cluster",
 ];
 
 /// The query parameter naming the Sentinel master (its service name).
 pub const SENTINEL_SERVICE_NAME: &str = "sentinelServiceName";
-/// The query parameter naming one more sentinel (`host:port`), repeatable.
+/// The query parameter naming one more sentinel, or one more Cluster seed
+/// node (`host:port`), repeatable.
 pub const SENTINEL_NODE: &str = "node";
 
 const PATH: &str = "state.redis_url";
@@ -53,6 +57,8 @@ pub enum RedisDeployment {
     Server,
     /// A master found and followed through Redis Sentinel.
     Sentinel,
+    /// A Redis Cluster, found from one or more of its nodes.
+    Cluster,
 }
 
 /// The deployment `url`'s scheme names, if this build supports it.
@@ -61,17 +67,21 @@ pub fn deployment(url: &str) -> Option<RedisDeployment> {
     let scheme = scheme.to_ascii_lowercase();
     match scheme.as_str() {
         "redis" | "rediss" => Some(RedisDeployment::Server),
+        "redis-cluster" | "rediss-cluster" => Some(RedisDeployment::Cluster),
         s if REDIS_SCHEMES.contains(&s) => Some(RedisDeployment::Sentinel),
         _ => None,
     }
 }
 
 /// Whether `url` asks for TLS (`rediss://`, `rediss+sentinel://`,
-/// `rediss-sentinel://`).
+/// `rediss-sentinel://`, `rediss-cluster://`).
 pub fn url_uses_tls(url: &str) -> bool {
     url.split_once("://").is_some_and(|(scheme, _)| {
         let scheme = scheme.to_ascii_lowercase();
-        scheme == "rediss" || scheme == "rediss+sentinel" || scheme == "rediss-sentinel"
+        scheme == "rediss"
+            || scheme == "rediss+sentinel"
+            || scheme == "rediss-sentinel"
+            || scheme == "rediss-cluster"
     })
 }
 
@@ -145,6 +155,38 @@ fn check_url(url: &str, errors: &mut Vec<ConfigError>) {
         )),
         (RedisDeployment::Server, None) => {}
         (RedisDeployment::Sentinel, q) => check_sentinel_query(q.unwrap_or_default(), errors),
+        (RedisDeployment::Cluster, q) => check_cluster(authority, q.unwrap_or_default(), errors),
+    }
+}
+
+/// A Cluster URL: no database (a cluster has only database 0), and only
+/// `node=host:port` parameters (more seed nodes).
+fn check_cluster(authority: &str, query: &str, errors: &mut Vec<ConfigError>) {
+    let host_and_path = authority.rsplit('@').next().unwrap_or_default();
+    if let Some((_, db)) = host_and_path.split_once('/') {
+        if !db.is_empty() && db != "0" {
+            errors.push(ConfigError::new(
+                PATH,
+                "a Redis Cluster has only database 0: drop the /<db> path",
+            ));
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != SENTINEL_NODE {
+            errors.push(ConfigError::new(
+                PATH,
+                format!(
+                    "query parameter \"{}\" is not supported (a Cluster URL takes node=host:port)",
+                    shown(key)
+                ),
+            ));
+        } else if !is_host_port(value) {
+            errors.push(ConfigError::new(
+                PATH,
+                "each node= parameter must be host:port (a cluster node; IPv6 literals are not supported there)",
+            ));
+        }
     }
 }
 
@@ -211,12 +253,10 @@ fn shown(name: &str) -> String {
 }
 
 fn refused_scheme(scheme: &str) -> String {
-    let why = if scheme.contains("cluster") {
-        "Redis Cluster is not built in"
-    } else if scheme.contains("unix") {
+    let why = if scheme.contains("unix") {
         "unix sockets are not built in"
     } else {
-        "use redis://, rediss://, redis+sentinel:// or rediss+sentinel://"
+        "use redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis-cluster:// or rediss-cluster://"
     };
     format!(
         "scheme \"{}\" is not supported by this build ({why})",
@@ -248,7 +288,7 @@ mod tests {
     #[test]
     fn other_schemes_are_refused_without_echoing_the_url() {
         for bad in [
-            "redis-cluster://u:s3cret@h:7000",
+            "redis+cluster://u:s3cret@h:7000",
             "redis+unix:///tmp/redis.sock",
             "unix:///tmp/redis.sock",
             "valkeys://h",
@@ -262,7 +302,7 @@ mod tests {
             );
             assert!(!e[0].contains("s3cret"), "the URL is never echoed: {e:?}");
         }
-        assert!(errors("redis-cluster://h:7000", None)[0].contains("Redis Cluster"));
+        assert!(errors("unix:///tmp/r.sock", None)[0].contains("unix sockets"));
         assert_eq!(errors("127.0.0.1:6379", None).len(), 1);
     }
 
@@ -326,6 +366,31 @@ mod tests {
             assert_eq!(e.len(), 1, "{bad}: {e:?}");
             assert!(e[0].contains(why), "{bad}: {e:?}");
             assert!(!e[0].contains("s3cret"), "the URL is never echoed: {e:?}");
+        }
+    }
+
+    #[test]
+    fn cluster_urls_take_seed_nodes_and_no_database() {
+        for ok in [
+            "redis-cluster://127.0.0.1:7000",
+            "rediss-cluster://u:p@h1:7000/0?node=h2:7001&node=h3:7002",
+        ] {
+            assert!(errors(ok, None).is_empty(), "{ok}: {:?}", errors(ok, None));
+            assert_eq!(deployment(ok), Some(RedisDeployment::Cluster));
+        }
+        assert!(url_uses_tls("rediss-cluster://h:7000"));
+        for (bad, why) in [
+            ("redis-cluster://u:s3cret@h:7000/2", "only database 0"),
+            ("redis-cluster://h:7000?node=h2", "host:port"),
+            (
+                "redis-cluster://h:7000?sentinelServiceName=m",
+                "\"sentinelServiceName\" is not",
+            ),
+        ] {
+            let e = errors(bad, None);
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert!(e[0].contains(why), "{bad}: {e:?}");
+            assert!(!e[0].contains("s3cret"), "{e:?}");
         }
     }
 

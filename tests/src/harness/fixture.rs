@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::redis::RedisServer;
+use super::redis_cluster::RedisCluster;
 use super::secrets::*;
 use super::sentinel::SentinelSet;
 use super::{Env, Mock, Node};
@@ -337,6 +338,47 @@ pub async fn sentinel_cluster(test: &str, n: usize, tuning: Tuning) -> SentinelC
     SentinelCluster {
         env,
         set,
+        mock,
+        nodes,
+    }
+}
+
+/// Several nodes sharing a Redis Cluster in `redis-lock` mode.
+#[derive(Debug)]
+pub struct OnRedisCluster {
+    /// Log and config directory.
+    pub env: Env,
+    /// The three masters.
+    pub redis: RedisCluster,
+    /// The mock upstream.
+    pub mock: Mock,
+    /// The nodes, named `n1`, `n2`, … and ready.
+    pub nodes: Vec<Node>,
+}
+
+/// Starts a three-master Redis Cluster, the mock (with `mock_args`) and `n`
+/// ready nodes on the standard config with `tuning`, given the
+/// `redis-cluster://` URL.
+pub async fn on_redis_cluster(
+    test: &str,
+    mock_args: &[&str],
+    n: usize,
+    tuning: Tuning,
+) -> OnRedisCluster {
+    let env = Env::new(test);
+    let redis = env.redis_cluster().await;
+    let mock = mock(&env, mock_args).await;
+    let tuning = Tuning {
+        extra: redis_lock(&redis.url(), tuning.op_timeout) + &tuning.extra,
+        ..tuning
+    };
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
+    }
+    OnRedisCluster {
+        env,
+        redis,
         mock,
         nodes,
     }

@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod ownership;
 pub mod redis;
+pub mod redis_cluster;
 pub mod secrets;
 pub mod sentinel;
 pub mod sse;
