@@ -288,8 +288,8 @@ def main() -> int:
     # Node config: mode, Redis, endpoints.
     check(node_cfg["state"]["backend"] == "redis", "node state.backend is not redis")
     redis_url = node_cfg["state"]["redis_url"]
-    check(re.match(r"^rediss?(\+sentinel)?://", redis_url) is not None and "@" not in redis_url,
-          "redis_url is not a redis://, rediss:// or redis+sentinel:// URL without password")
+    check(re.match(r"^rediss?(\+sentinel|-cluster)?://", redis_url) is not None and "@" not in redis_url,
+          "redis_url is not a redis://, rediss://, redis+sentinel:// or redis-cluster:// URL without password")
     sentinel = values["redis"].get("sentinel") or {}
     if sentinel.get("masterName"):
         hosts = sentinel["hosts"]
@@ -421,7 +421,7 @@ def main() -> int:
         if name in rs256_env:
             return pem_key
         if name == "RHIZOME__STATE__REDIS_URL":  # a whole URL from a Secret (redis.auth.urlKey)
-            return re.sub(r"^(rediss?(\+sentinel)?)://", r"\1://:dummy-password@", node_cfg["state"]["redis_url"])
+            return re.sub(r"^(rediss?(\+sentinel|-cluster)?)://", r"\1://:dummy-password@", node_cfg["state"]["redis_url"])
         return f"dummy-{name.lower()}"
 
     for e in c.get("env", []):

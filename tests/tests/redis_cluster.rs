@@ -125,6 +125,19 @@ async fn mcp_sessions_on_a_redis_cluster_work_across_nodes() {
         mock: _mock,
         nodes,
     } = fixture::on_redis_cluster("cluster_mcp", &[], 3, Tuning::default()).await;
+    // Every node subscribes to token events and SSE wake-ups on some master;
+    // a PUBLISH on any master reaches them all (cluster-wide pub/sub).
+    for channel in ["rz:tok-events", "rz:sse-wake"] {
+        let subscribers: u64 = redis
+            .masters
+            .iter()
+            .filter_map(|m| {
+                let out = m.cli(&["PUBSUB", "NUMSUB", channel]);
+                out.lines().nth(1)?.trim().parse::<u64>().ok()
+            })
+            .sum();
+        assert_eq!(subscribers, nodes.len() as u64, "subscribers of {channel}");
+    }
     let mut sessions = Vec::new();
     for _ in 0..12 {
         let r = mcp::call(&nodes[0], None, "initialize").await;

@@ -12,7 +12,9 @@
 //! Sentinel (`redis+sentinel://`) each connection attempt first asks a
 //! sentinel for the master and checks its `ROLE`, so after a failover the
 //! reconnections land on the promoted replica; until then the node is in an
-//! ordinary outage.
+//! ordinary outage. On a Redis Cluster (`redis-cluster://`) fred routes each
+//! command by its key's slot and follows the cluster's slot map; a script
+//! runs on the node of its first key ([`Redis::eval`]).
 //!
 //! # A command its caller gave up on does not act later
 //!
