@@ -251,3 +251,69 @@ async fn a_stream_resumed_through_another_node_on_a_redis_cluster_loses_and_repe
     assert_eq!(numbers(&rest), (41..=120).collect::<Vec<_>>());
     env.assert_logs_clean();
 }
+
+/// The master holding a session is SIGKILLed: the cluster promotes its
+/// replica, and the nodes follow the new slot map by themselves and serve
+/// the session again (the node that never saw it reads it from the promoted
+/// replica); meanwhile a request that needs Redis gets 200 or 503
+/// `state_store_unavailable`, nothing else.
+#[tokio::test]
+async fn a_cluster_failover_is_followed_and_the_session_is_served_again() {
+    let OnRedisCluster {
+        env,
+        redis,
+        mock: _mock,
+        nodes,
+    } = fixture::on_redis_cluster_with("cluster_failover", true, &[], 2, Tuning::default()).await;
+    let [n1, n2] = <[Node; 2]>::try_from(nodes).expect("two nodes");
+    let session = mcp::call(&n1, None, "initialize")
+        .await
+        .header("mcp-session-id")
+        .expect("session")
+        .to_string();
+    let idx = redis
+        .master_of(&format!("rz:sess:{{{session}}}"))
+        .expect("a master holds the session");
+    let master = &redis.masters[idx];
+    let replica = redis.replica_of(master.port).expect("its replica");
+    assert_eq!(
+        master.cli(&["WAIT", "1", "10000"]).trim(),
+        "1",
+        "replicated"
+    );
+
+    let killed = Instant::now();
+    master.proc.signal("KILL");
+    let mut unavailable = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !redis.is_master(replica) {
+        assert!(Instant::now() < deadline, "the replica was never promoted");
+        let r = mcp::call(&n2, None, "initialize").await;
+        match r.status {
+            200 => {}
+            503 => {
+                assert_eq!(r.json()["error"]["code"], "state_store_unavailable");
+                unavailable += 1;
+            }
+            other => panic!("during the failover: {other} {}", r.text()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let promoted = Instant::now();
+    wait_for(
+        "the session on n2 and a new one on n1 after the promotion",
+        Duration::from_secs(30),
+        || async {
+            let old = mcp::call(&n2, Some(&session), "tools/list").await.status;
+            let new = mcp::call(&n1, None, "initialize").await.status;
+            (old == 200 && new == 200).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "Cluster failover: replica promoted {:?} after SIGKILL, served again {:?} after the promotion; {unavailable} requests answered 503 meanwhile",
+        promoted - killed,
+        promoted.elapsed()
+    );
+    env.assert_logs_clean();
+}

@@ -365,8 +365,19 @@ pub async fn on_redis_cluster(
     n: usize,
     tuning: Tuning,
 ) -> OnRedisCluster {
+    on_redis_cluster_with(test, false, mock_args, n, tuning).await
+}
+
+/// [`on_redis_cluster`], each master with a replica when `replicas`.
+pub async fn on_redis_cluster_with(
+    test: &str,
+    replicas: bool,
+    mock_args: &[&str],
+    n: usize,
+    tuning: Tuning,
+) -> OnRedisCluster {
     let env = Env::new(test);
-    let redis = env.redis_cluster().await;
+    let redis = env.redis_cluster_with(replicas).await;
     let mock = mock(&env, mock_args).await;
     let tuning = Tuning {
         extra: redis_lock(&redis.url(), tuning.op_timeout) + &tuning.extra,
