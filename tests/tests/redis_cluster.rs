@@ -4,7 +4,8 @@
 //! and deleted on the others, and a stream resumed through another node
 //! with every later event once, in order (S2). Each credential's, session's
 //! and stream's keys share a slot; the scripts touch one slot only; token
-//! events and SSE wake-ups travel by pub/sub across the cluster.
+//! events and SSE wake-ups travel by pub/sub across the cluster. A master
+//! killed and failed over to its replica is followed without a restart.
 
 use std::time::{Duration, Instant};
 
