@@ -674,4 +674,17 @@ mod tests {
             assert_eq!(config.password.as_deref(), Some("pw"));
         }
     }
+
+    #[test]
+    fn a_cluster_url_seeds_from_every_node_named() {
+        let config = fred_config("redis-cluster://:pw@h1:7000?node=h2:7001&node=h3:7002")
+            .expect("a cluster config");
+        let ServerConfig::Clustered { hosts, .. } = &config.server else {
+            panic!("not a cluster config: {:?}", config.server);
+        };
+        let mut ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, vec![7000, 7001, 7002]);
+        assert_eq!(config.password.as_deref(), Some("pw"));
+    }
 }
