@@ -287,9 +287,19 @@ def main() -> int:
 
     # Node config: mode, Redis, endpoints.
     check(node_cfg["state"]["backend"] == "redis", "node state.backend is not redis")
-    check(re.match(r"^rediss?://", node_cfg["state"]["redis_url"]) is not None and "@" not in node_cfg["state"]["redis_url"],
-          "redis_url is not a redis:// or rediss:// URL without password")
-    if node_cfg["state"]["redis_url"].startswith("rediss://") and values["redis"].get("tls", {}).get("caFile"):
+    redis_url = node_cfg["state"]["redis_url"]
+    check(re.match(r"^rediss?(\+sentinel|-cluster)?://", redis_url) is not None and "@" not in redis_url,
+          "redis_url is not a redis://, rediss://, redis+sentinel:// or redis-cluster:// URL without password")
+    sentinel = values["redis"].get("sentinel") or {}
+    if sentinel.get("masterName"):
+        hosts = sentinel["hosts"]
+        scheme = "rediss+sentinel" if sentinel.get("tls") else "redis+sentinel"
+        want = (f"{scheme}://{hosts[0]}/{sentinel.get('database', 0)}"
+                f"?sentinelServiceName={sentinel['masterName']}" + "".join(f"&node={h}" for h in hosts[1:]))
+        check(redis_url == want, f"redis.sentinel rendered as {redis_url}, not {want}")
+    else:
+        check(redis_url == values["redis"]["url"], "redis_url is not redis.url")
+    if redis_url.startswith("rediss") and values["redis"].get("tls", {}).get("caFile"):
         check(node_cfg["state"].get("tls", {}).get("ca_file") == values["redis"]["tls"]["caFile"],
               "redis.tls.caFile is not rendered as state.tls.ca_file")
 
@@ -411,7 +421,7 @@ def main() -> int:
         if name in rs256_env:
             return pem_key
         if name == "RHIZOME__STATE__REDIS_URL":  # a whole URL from a Secret (redis.auth.urlKey)
-            return re.sub(r"^(rediss?)://", r"\1://:dummy-password@", node_cfg["state"]["redis_url"])
+            return re.sub(r"^(rediss?(\+sentinel|-cluster)?)://", r"\1://:dummy-password@", node_cfg["state"]["redis_url"])
         return f"dummy-{name.lower()}"
 
     for e in c.get("env", []):

@@ -26,7 +26,10 @@ pub use credential::{
 };
 pub use limits::{OnStoreError, Rate};
 pub use log::{LogConfig, LogFormatSetting, Rotation, MIN_ROTATION_SIZE};
-pub use redis::{url_uses_tls, RedisTls, REDIS_SCHEMES};
+pub use redis::{
+    client_url, deployment, url_uses_tls, RedisDeployment, RedisTls, REDIS_SCHEMES, SENTINEL_NODE,
+    SENTINEL_SERVICE_NAME,
+};
 pub use route::{
     DisconnectPolicy, RouteConfig, SessionMode, SseConfig, UpstreamConfig, UpstreamProtocol,
 };

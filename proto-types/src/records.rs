@@ -24,9 +24,6 @@ pub fn session_key(id: &str) -> String {
     format!("rz:sess:{{{id}}}")
 }
 
-/// Pattern matching every session key (admin listing).
-pub const SESSION_PATTERN: &str = "rz:sess:*";
-
 /// Pub/sub channel of token events.
 pub const TOKEN_EVENTS: &str = "rz:tok-events";
 

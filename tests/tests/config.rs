@@ -37,14 +37,7 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
     let fake_redis = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     fake_redis.set_nonblocking(true).expect("nonblocking");
     let port = fake_redis.local_addr().expect("addr").port();
-    for scheme in [
-        "redis+sentinel",
-        "redis-sentinel",
-        "redis-cluster",
-        "redis+unix",
-        "unix",
-        "bogus",
-    ] {
+    for scheme in ["redis+unix", "unix", "bogus"] {
         let cfg = env.write(
             "redis.toml",
             format!(
@@ -62,11 +55,35 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
         );
         assert!(!err.contains("redis-pw-never-shown"), "{err}");
     }
+    // A Sentinel URL is built in, but only with the master's name and only
+    // with parameters the client honours.
+    for (query, why) in [
+        ("", "exactly one sentinelServiceName"),
+        (
+            "?sentinelServiceName=m&tls=redis-pw-never-shown",
+            "\"tls\" is not supported",
+        ),
+    ] {
+        let cfg = env.write(
+            "redis.toml",
+            format!(
+                "[state]\nbackend = \"redis\"\n\
+                 redis_url = \"redis+sentinel://rz:redis-pw-never-shown@127.0.0.1:{port}{query}\"\n\
+                 [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
+            ),
+        );
+        let err = refuses("check-config", &cfg, &[]);
+        assert!(
+            err.contains("state.redis_url: ") && err.contains(why),
+            "{query}: {err}"
+        );
+        assert!(!err.contains("redis-pw-never-shown"), "{err}");
+    }
     // Start-up refuses it too, before any connection is attempted: the
     // password is never sent anywhere.
     let log = start_up_refuses(&cfg_with(&env, port), &[]).await;
     assert!(
-        log.contains("state.redis_url: scheme \"redis-cluster\" is not supported by this build"),
+        log.contains("state.redis_url: scheme \"valkeys\" is not supported by this build"),
         "{log}"
     );
     assert!(!log.contains("redis-pw-never-shown"), "{log}");
@@ -78,10 +95,10 @@ async fn redis_schemes_this_build_cannot_honour_are_refused_before_connecting() 
 
 fn cfg_with(env: &Env, port: u16) -> std::path::PathBuf {
     env.write(
-        "redis-cluster.toml",
+        "redis-refused.toml",
         format!(
             "[state]\nbackend = \"redis\"\n\
-             redis_url = \"redis-cluster://:redis-pw-never-shown@127.0.0.1:{port}\"\n\
+             redis_url = \"valkeys://:redis-pw-never-shown@127.0.0.1:{port}\"\n\
              [coordinator]\nmode = \"redis-lock\"\n{UPSTREAM_AND_ROUTE}"
         ),
     )

@@ -170,3 +170,20 @@ ConfigMap. The schema says so too; this guards config.extra and --set. */}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* state.redis_url without a password: redis.url, or the redis+sentinel://
+URL redis.sentinel describes (the first sentinel as the host, the others as
+node= parameters). */}}
+{{- define "rhizome.redisUrl" -}}
+{{- $s := .Values.redis.sentinel | default dict -}}
+{{- if $s.masterName -}}
+{{- if not $s.hosts -}}
+{{- fail "redis.sentinel.hosts: name the sentinels (host:port) that monitor redis.sentinel.masterName" -}}
+{{- end -}}
+{{- $scheme := ternary "rediss+sentinel" "redis+sentinel" (default false $s.tls) -}}
+{{- printf "%s://%s/%d?sentinelServiceName=%s" $scheme (first $s.hosts) (int (default 0 $s.database)) $s.masterName -}}
+{{- range rest $s.hosts }}&node={{ . }}{{ end -}}
+{{- else -}}
+{{- .Values.redis.url -}}
+{{- end -}}
+{{- end -}}

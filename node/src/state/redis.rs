@@ -8,7 +8,13 @@
 //! breaker that fails fast while Redis is down and lets one probe through
 //! every [`PROBE_INTERVAL`], and the `rhizome_redis_up` /
 //! `rhizome_redis_op_duration_seconds` metrics. fred reconnects by itself with
-//! an exponential policy, also when Redis is not up at start.
+//! an exponential policy, also when Redis is not up at start. Behind
+//! Sentinel (`redis+sentinel://`) each connection attempt first asks a
+//! sentinel for the master and checks its `ROLE`, so after a failover the
+//! reconnections land on the promoted replica; until then the node is in an
+//! ordinary outage. On a Redis Cluster (`redis-cluster://`) fred routes each
+//! command by its key's slot and follows the cluster's slot map; a script
+//! runs on the node of its first key ([`Redis::eval`]).
 //!
 //! # A command its caller gave up on does not act later
 //!
@@ -65,7 +71,7 @@ use fred::types::config::{
 };
 use fred::types::{Builder, ClusterHash, CustomCommand, FromValue, Value};
 use fred::util::{redis_keyslot, sha1_hash};
-use rhizome_proto::config::{ConfigError, StateConfig};
+use rhizome_proto::config::{client_url, ConfigError, StateConfig};
 use rhizome_proto::records::SSE_WAKE;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -196,6 +202,14 @@ fn first_host(server: &ServerConfig) -> Option<(String, u16)> {
     Some((first.host.to_string(), first.port))
 }
 
+/// fred's config for `url`: a server, or (Sentinel) the sentinels to ask
+/// for the master, asked again after every reconnection, so a node follows
+/// a promoted replica by itself.
+fn fred_config(url: &str) -> Result<FredConfig, StateError> {
+    FredConfig::from_url(&client_url(url))
+        .map_err(|e| StateError::Protocol(format!("redis_url: {}", e.details())))
+}
+
 impl Redis {
     /// Builds (does not connect) a client for `cfg.redis_url`, over TLS with
     /// `tls` when the URL asks for it.
@@ -203,8 +217,7 @@ impl Redis {
         cfg: &StateConfig,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, StateError> {
-        let mut config = FredConfig::from_url(&cfg.redis_url)
-            .map_err(|e| StateError::Protocol(format!("redis_url: {}", e.details())))?;
+        let mut config = fred_config(&cfg.redis_url)?;
         let tls_check = match tls {
             Some(tls) => {
                 config.tls =
@@ -636,5 +649,42 @@ mod tests {
             command_timeout(Duration::from_millis(250)),
             Duration::from_millis(230)
         );
+    }
+
+    #[test]
+    fn a_sentinel_url_in_either_spelling_asks_every_sentinel_named() {
+        for url in [
+            "redis+sentinel://:pw@s1:26379/2?sentinelServiceName=m&node=s2:26380",
+            "redis-sentinel://:pw@s1:26379/2?sentinelServiceName=m&node=s2:26380",
+        ] {
+            let config = fred_config(url).expect("a sentinel config");
+            let ServerConfig::Sentinel {
+                hosts,
+                service_name,
+            } = &config.server
+            else {
+                panic!("{url}: not a sentinel config: {:?}", config.server);
+            };
+            assert_eq!(service_name, "m");
+            let hosts: Vec<(String, u16)> =
+                hosts.iter().map(|h| (h.host.to_string(), h.port)).collect();
+            assert!(hosts.contains(&("s1".into(), 26379)), "{hosts:?}");
+            assert!(hosts.contains(&("s2".into(), 26380)), "{hosts:?}");
+            assert_eq!(config.database, Some(2));
+            assert_eq!(config.password.as_deref(), Some("pw"));
+        }
+    }
+
+    #[test]
+    fn a_cluster_url_seeds_from_every_node_named() {
+        let config = fred_config("redis-cluster://:pw@h1:7000?node=h2:7001&node=h3:7002")
+            .expect("a cluster config");
+        let ServerConfig::Clustered { hosts, .. } = &config.server else {
+            panic!("not a cluster config: {:?}", config.server);
+        };
+        let mut ports: Vec<u16> = hosts.iter().map(|h| h.port).collect();
+        ports.sort_unstable();
+        assert_eq!(ports, vec![7000, 7001, 7002]);
+        assert_eq!(config.password.as_deref(), Some("pw"));
     }
 }

@@ -21,9 +21,9 @@ use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use fred::interfaces::{ClientLike, KeysInterface};
-use fred::types::{ClusterHash, CustomCommand, Expiration};
+use fred::types::{ClusterHash, CustomCommand, Expiration, Value};
 use rhizome_proto::codec;
-use rhizome_proto::records::{session_key, SessionRecord, SESSION_PATTERN};
+use rhizome_proto::records::{session_key, SessionRecord};
 
 use super::redis::{Redis, StateError};
 
@@ -242,6 +242,32 @@ impl RedisSessionStore {
             .map(drop)
     }
 
+    /// One `ZSCAN` page of [`SESSION_INDEX`]: the next cursor and the ids.
+    async fn index_page(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(String, Vec<String>), StateError> {
+        let args = vec![
+            cursor.unwrap_or("0").to_string(),
+            "COUNT".to_string(),
+            limit.max(1).to_string(),
+        ];
+        let reply: Value = self.index("session_list", "ZSCAN", args).await?;
+        let bad = || StateError::Protocol("session_list: unexpected ZSCAN answer".into());
+        let mut reply = reply.into_array().into_iter();
+        let (Some(next), Some(members)) = (reply.next(), reply.next()) else {
+            return Err(bad());
+        };
+        let next = next.as_string().ok_or_else(bad)?;
+        let ids = members
+            .into_array()
+            .chunks(2)
+            .filter_map(|pair| pair.first().and_then(Value::as_string))
+            .collect();
+        Ok((next, ids))
+    }
+
     /// Re-checks up to [`RECONCILE_BATCH`] entries whose recorded expiry passed.
     async fn reconcile(&self) -> Result<(), StateError> {
         let now = crate::credentials::source::unix_ms();
@@ -335,11 +361,17 @@ impl SessionStore for RedisSessionStore {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
+            // One GET per key, not MGET: on Redis Cluster each session key
+            // has its own slot (fred pipelines them on one connection anyway).
             let client = self.redis.client();
-            let values: Vec<Option<Vec<u8>>> =
-                self.redis.run("session_mget", client.mget(keys)).await?;
-            values.into_iter().map(decode).collect()
+            let values = futures_util::future::join_all(ids.iter().map(|id| {
+                self.redis.run(
+                    "session_get",
+                    client.get::<Option<Vec<u8>>, _>(session_key(id)),
+                )
+            }))
+            .await;
+            values.into_iter().map(|v| decode(v?)).collect()
         })
     }
 
@@ -405,9 +437,17 @@ impl SessionStore for RedisSessionStore {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let keys: Vec<String> = ids.iter().map(|id| session_key(id)).collect();
+            // One DEL per key (each key its own Cluster slot).
             let client = self.redis.client();
-            let n = self.redis.run("session_delete", client.del(keys)).await?;
+            let deleted = futures_util::future::join_all(ids.iter().map(|id| {
+                self.redis
+                    .run("session_delete", client.del::<u64, _>(session_key(id)))
+            }))
+            .await;
+            let mut n = 0;
+            for d in deleted {
+                n += d?;
+            }
             self.unindex(ids).await?;
             Ok(n)
         })
@@ -415,23 +455,9 @@ impl SessionStore for RedisSessionStore {
 
     fn list<'a>(&'a self, cursor: Option<&'a str>, limit: usize) -> StoreFuture<'a, Page> {
         Box::pin(async move {
-            let client = self.redis.client();
-            let count = u32::try_from(limit.max(1)).unwrap_or(u32::MAX);
-            let (next, keys): (String, Vec<String>) = self
-                .redis
-                .run(
-                    "session_scan",
-                    client.scan_page(cursor.unwrap_or("0"), SESSION_PATTERN, Some(count), None),
-                )
-                .await?;
-            let ids: Vec<String> = keys
-                .iter()
-                .filter_map(|k| {
-                    k.strip_prefix("rz:sess:{")
-                        .and_then(|r| r.strip_suffix('}'))
-                })
-                .map(str::to_string)
-                .collect();
+            // The index, not a SCAN of the keyspace: one key, so one page
+            // covers every shard of a Redis Cluster.
+            let (next, ids) = self.index_page(cursor, limit).await?;
             let records = self.get_many(&ids).await?;
             let items = ids
                 .into_iter()

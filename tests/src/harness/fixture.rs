@@ -5,7 +5,9 @@
 use sha2::{Digest, Sha256};
 
 use super::redis::RedisServer;
+use super::redis_cluster::RedisCluster;
 use super::secrets::*;
+use super::sentinel::SentinelSet;
 use super::{Env, Mock, Node};
 
 /// Environment variable through which nodes receive `svc-a`'s secret
@@ -307,6 +309,93 @@ pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -
         mock,
         nodes,
         tuning,
+    }
+}
+
+/// Several nodes sharing a Redis behind Sentinel in `redis-lock` mode.
+#[derive(Debug)]
+pub struct SentinelCluster {
+    /// Log and config directory.
+    pub env: Env,
+    /// The master, its replica and the three sentinels.
+    pub set: SentinelSet,
+    /// The mock upstream.
+    pub mock: Mock,
+    /// The nodes, named `n1`, `n2`, … and ready.
+    pub nodes: Vec<Node>,
+}
+
+/// Starts a Sentinel deployment, the mock and `n` ready nodes on the
+/// standard config with `tuning`, given the `redis+sentinel://` URL.
+pub async fn sentinel_cluster(test: &str, n: usize, tuning: Tuning) -> SentinelCluster {
+    let env = Env::new(test);
+    let set = env.sentinel_set().await;
+    let mock = mock(&env, &[]).await;
+    let tuning = Tuning {
+        extra: redis_lock(&set.url(), tuning.op_timeout) + &tuning.extra,
+        ..tuning
+    };
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
+    }
+    SentinelCluster {
+        env,
+        set,
+        mock,
+        nodes,
+    }
+}
+
+/// Several nodes sharing a Redis Cluster in `redis-lock` mode.
+#[derive(Debug)]
+pub struct OnRedisCluster {
+    /// Log and config directory.
+    pub env: Env,
+    /// The three masters.
+    pub redis: RedisCluster,
+    /// The mock upstream.
+    pub mock: Mock,
+    /// The nodes, named `n1`, `n2`, … and ready.
+    pub nodes: Vec<Node>,
+}
+
+/// Starts a three-master Redis Cluster, the mock (with `mock_args`) and `n`
+/// ready nodes on the standard config with `tuning`, given the
+/// `redis-cluster://` URL.
+pub async fn on_redis_cluster(
+    test: &str,
+    mock_args: &[&str],
+    n: usize,
+    tuning: Tuning,
+) -> OnRedisCluster {
+    on_redis_cluster_with(test, false, mock_args, n, tuning).await
+}
+
+/// [`on_redis_cluster`], each master with a replica when `replicas`.
+pub async fn on_redis_cluster_with(
+    test: &str,
+    replicas: bool,
+    mock_args: &[&str],
+    n: usize,
+    tuning: Tuning,
+) -> OnRedisCluster {
+    let env = Env::new(test);
+    let redis = env.redis_cluster_with(replicas).await;
+    let mock = mock(&env, mock_args).await;
+    let tuning = Tuning {
+        extra: redis_lock(&redis.url(), tuning.op_timeout) + &tuning.extra,
+        ..tuning
+    };
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
+    }
+    OnRedisCluster {
+        env,
+        redis,
+        mock,
+        nodes,
     }
 }
 

@@ -14,7 +14,9 @@ pub mod mcp;
 pub mod metrics;
 pub mod ownership;
 pub mod redis;
+pub mod redis_cluster;
 pub mod secrets;
+pub mod sentinel;
 pub mod sse;
 pub mod tls;
 

@@ -140,6 +140,35 @@ impl Env {
         }
     }
 
+    /// Starts a private `redis-server` with its own data directory `name`
+    /// and `extra` arguments (e.g. `--replicaof 127.0.0.1 PORT`), retrying
+    /// if its port was taken meanwhile. A restart keeps the arguments.
+    pub async fn redis_in(&self, name: &str, extra: &[String]) -> RedisServer {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        for attempt in 0..5 {
+            let port = free_port();
+            let mut listen = vec!["--port".to_string(), port.to_string()];
+            listen.extend_from_slice(extra);
+            let log = self.path(&format!("{name}-{attempt}.log"));
+            if let Some(proc) = spawn_with(&listen, &dir, &log).await {
+                return RedisServer {
+                    proc,
+                    port,
+                    dir,
+                    env_dir: self.dir.clone(),
+                    starts: 1,
+                    tls: None,
+                    listen,
+                };
+            }
+        }
+        panic!(
+            "redis-server {name} did not start; logs in {}",
+            self.dir.display()
+        );
+    }
+
     /// Starts a private `redis-server` (retrying if its port was taken meanwhile).
     pub async fn redis(&self) -> RedisServer {
         let dir = self.path("redis-data");
