@@ -180,13 +180,14 @@ pub async fn run(client: &HttpClient, seconds: Duration) -> anyhow::Result<Chaos
     }
     let elapsed = began.elapsed();
     stop.store(true, Ordering::SeqCst);
+    // Token calls over exactly the measured window.
+    let calls1 = pool_calls(&world.mock).await;
     while workers.join_next().await.is_some() {}
     let mut streams = Vec::new();
     while let Some(s) = sse.join_next().await {
         streams.push(s.unwrap_or_default());
     }
     let (samples, doubles) = sampler.finish().await;
-    let calls1 = pool_calls(&world.mock).await;
     Ok(ChaosRun {
         elapsed,
         plain_ok: plain.ok.load(Ordering::SeqCst),
@@ -425,6 +426,9 @@ async fn read(
     let tick = Duration::from_secs(1);
     let mut quiet = Duration::ZERO;
     loop {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
         match tokio::time::timeout(tick, r.next(tick * 60)).await {
             Ok(Some(ev)) => {
                 quiet = Duration::ZERO;
@@ -441,7 +445,7 @@ async fn read(
             Err(_) => {
                 quiet += tick;
                 // A stream silent for 10 s is treated as broken.
-                if stop.load(Ordering::SeqCst) || quiet >= Duration::from_secs(10) {
+                if quiet >= Duration::from_secs(10) {
                     return;
                 }
             }
