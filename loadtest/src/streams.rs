@@ -338,6 +338,14 @@ fn kib(v: Option<f64>) -> String {
 pub fn render(runs: &[PathRun], emits: u32) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Scenario `sse`: concurrent streams\n");
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        let _ = writeln!(
+            s,
+            "Open-file limit of this process and its children: {soft} (hard {hard}). The \
+             node holds two descriptors per relayed stream (client and upstream), so N \
+             streams need a limit above 2N.\n"
+        );
+    }
     let _ = writeln!(
         s,
         "| streams | path | open | KiB/stream idle | KiB/stream after events | \
