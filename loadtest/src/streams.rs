@@ -372,7 +372,9 @@ pub fn render(runs: &[PathRun], emits: u32) -> String {
         s,
         "\nEach row opens that many manual mock streams (`/sse/manual/NAME`: direct, \
          `/a/` replay off, `/e/` replay on with the memory backend) and holds them. \
-         KiB/stream is the node's RSS growth over the streams, idle and after the events. \
+         KiB/stream is the node's RSS growth over the streams, idle and after the events, \
+         against a reading just before the row (a row can reuse memory an earlier row \
+         freed: replay on runs after replay off). \
          Delay: {emits} spaced emits, each timed from the emit request to the event's \
          arrival on every stream (the mock writes to the streams one after another, so \
          the tail grows with the count on every path). events/s: a burst of back-to-back \
