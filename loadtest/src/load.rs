@@ -3,7 +3,9 @@
 //! atomic counter, each recording its own latencies, merged into an
 //! [`Outcome`] with percentiles. Owns the per-scenario bounds: a request
 //! count, a wall-time limit checked between requests, and a hard deadline on
-//! every single request so a stuck connection cannot hold the run.
+//! every single request so a stuck connection cannot hold the run. A phase
+//! can spread its requests over several targets (request `n` goes to target
+//! `n % len`), which the token and MCP scenarios use.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,15 +13,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Uri};
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-/// The shared client type: HTTP/1.1 over plain TCP, bodiless requests.
-pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// The shared client type: HTTP/1.1 over plain TCP. An empty `Full` body is
+/// sent like no body at all (no `Content-Length` on a `GET`).
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Extra time a request may run past its scenario's time limit before it is
 /// abandoned and counted as an error.
@@ -51,7 +54,8 @@ pub struct Limits {
     pub warmup: u64,
 }
 
-/// One scenario: `GET url`, with `authorization` when given.
+/// One scenario: `GET url` (or `POST` with `body`), with `authorization`
+/// and `headers` when given.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Scenario name in the report.
@@ -60,6 +64,24 @@ pub struct Target {
     pub url: Uri,
     /// `Authorization` value (marked sensitive; never printed).
     pub authorization: Option<HeaderValue>,
+    /// A JSON body: the request is then a `POST` with
+    /// `Content-Type: application/json`.
+    pub body: Option<Bytes>,
+    /// Further request headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Target {
+    /// `GET url` with `authorization` when given.
+    pub fn get(name: &'static str, url: Uri, authorization: Option<HeaderValue>) -> Target {
+        Target {
+            name,
+            url,
+            authorization,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// What one measured phase produced.
@@ -123,19 +145,28 @@ pub async fn preflight(client: &HttpClient, target: &Target) -> anyhow::Result<(
 
 /// Warms up, then measures `target` under `limits`.
 pub async fn run(client: &HttpClient, target: &Target, limits: Limits) -> Outcome {
+    run_many(client, std::slice::from_ref(target), limits).await
+}
+
+/// Like [`run`], request `n` going to `targets[n % len]`; the outcome is
+/// named after the first target. No targets: an empty outcome.
+pub async fn run_many(client: &HttpClient, targets: &[Target], limits: Limits) -> Outcome {
+    let targets: Arc<[Target]> = targets.into();
     if limits.warmup > 0 {
-        phase(client, target, limits.warmup, limits, false).await;
+        phase(client, &targets, limits.warmup, limits, false).await;
     }
-    phase(client, target, limits.requests, limits, true).await
+    phase(client, &targets, limits.requests, limits, true).await
 }
 
 async fn phase(
     client: &HttpClient,
-    target: &Target,
+    targets: &Arc<[Target]>,
     count: u64,
     limits: Limits,
     record: bool,
 ) -> Outcome {
+    let name = targets.first().map_or("none", |t| t.name);
+    let count = if targets.is_empty() { 0 } else { count };
     let workers = limits.concurrency.max(1);
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -148,7 +179,7 @@ async fn phase(
     for _ in 0..workers {
         let w = Worker {
             client: client.clone(),
-            target: target.clone(),
+            targets: Arc::clone(targets),
             next: Arc::clone(&next),
             count,
             soft,
@@ -173,7 +204,7 @@ async fn phase(
     let elapsed = start.elapsed();
     latencies.sort_unstable();
     Outcome {
-        name: target.name,
+        name,
         requests: latencies.len() as u64 + errors,
         errors,
         elapsed,
@@ -182,17 +213,30 @@ async fn phase(
     }
 }
 
-fn request(target: &Target) -> anyhow::Result<Request<Empty<Bytes>>> {
-    let mut req = Request::get(target.url.clone());
+/// The request of `target` (a fresh one per send).
+pub fn request(target: &Target) -> anyhow::Result<Request<Full<Bytes>>> {
+    let method = if target.body.is_some() {
+        Method::POST
+    } else {
+        Method::GET
+    };
+    let mut req = Request::builder().method(method).uri(target.url.clone());
     if let Some(v) = &target.authorization {
         req = req.header(http::header::AUTHORIZATION, v.clone());
     }
-    req.body(Empty::new()).context("building request")
+    if target.body.is_some() {
+        req = req.header(http::header::CONTENT_TYPE, "application/json");
+    }
+    for (k, v) in &target.headers {
+        req = req.header(k, v.clone());
+    }
+    let body = target.body.clone().unwrap_or_default();
+    req.body(Full::new(body)).context("building request")
 }
 
 struct Worker {
     client: HttpClient,
-    target: Target,
+    targets: Arc<[Target]>,
     next: Arc<AtomicU64>,
     count: u64,
     soft: Instant,
@@ -213,14 +257,21 @@ impl Worker {
             time_limited: false,
         };
         loop {
-            if self.next.fetch_add(1, Ordering::Relaxed) >= self.count {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            if n >= self.count {
                 break;
             }
+            let Some(target) = usize::try_from(n)
+                .ok()
+                .and_then(|n| self.targets.get(n % self.targets.len()))
+            else {
+                break;
+            };
             if Instant::now() >= self.soft {
                 out.time_limited = true;
                 break;
             }
-            let Ok(req) = request(&self.target) else {
+            let Ok(req) = request(target) else {
                 out.errors += 1;
                 break;
             };

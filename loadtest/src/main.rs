@@ -11,7 +11,10 @@
 //! instead: `--memory-requests` (default 1 M) through the node with nobody
 //! scraping `/metrics`, reporting the node's RSS before and after. With
 //! `--replay` it runs only the resumable-SSE scenarios (see `replay.rs`),
-//! starting its own `redis-server` and further nodes on loopback.
+//! starting its own `redis-server` and further nodes on loopback. With
+//! `--scenario NAME` (repeatable) it runs the named scenarios instead
+//! (`plain`, `post`, `sse`, `tokens`, `mcp`, `chaos`; see `scenario.rs`), one
+//! report section each.
 //!
 //! The harness finds `rhizome-node` and `rhizome-mock` next to this
 //! executable (`target/<profile>/`), so build all binaries with the same
@@ -23,11 +26,16 @@
 //!
 //! Token values, client keys and secrets are never printed or logged.
 
+mod chaos;
 mod load;
+mod mcp;
 mod memory;
 mod replay;
 mod report;
+mod scenario;
 mod sse;
+mod streams;
+mod tokens;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +47,7 @@ use http::{HeaderValue, Uri};
 use rhizome_tests::harness::{self, fixture, http::Client as SetupClient, secrets, Env};
 
 use load::{Limits, Target};
+use scenario::Scenario;
 
 const HELP_AFTER: &str = "\
 The node and mock binaries are taken from the directory of this executable
@@ -100,11 +109,48 @@ struct Args {
     /// Runs per lease setting of the takeover scenario.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
     takeover_runs: u32,
+    /// Run these scenarios instead (repeatable, or comma-separated), one
+    /// report section each, in the order given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenario: Vec<Scenario>,
+    /// Concurrent stream counts of the `sse` scenario.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000",
+          value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    streams: Vec<u32>,
+    /// Spaced emits timed per stream count and path in the `sse` scenario.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    sse_emits: u32,
+    /// First-event probes per stream count and path in the `sse` scenario.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    sse_probes: u32,
+    /// Credentials of the `tokens` scenario.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    tokens_credentials: u16,
+    /// Token lifetime (`expires_in`) in seconds in the `tokens` scenario.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    tokens_expires_in: u64,
+    /// Seconds of load in the `tokens` scenario.
+    #[arg(long, default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    tokens_seconds: u64,
+    /// MCP sessions of the `mcp` scenario.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    mcp_sessions: u32,
+    /// Seconds of the `chaos` scenario.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    chaos_seconds: u64,
+}
+
+/// Raises the open-file limit as far as allowed (10,000 streams need about
+/// 20,000 descriptors in the node; children inherit the limit).
+fn raise_nofile() {
+    let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 65_536, 65_536);
+    let _ = rlimit::increase_nofile_limit(65_536);
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    raise_nofile();
     let dir = harness::bin_dir();
     for name in ["rhizome-node", "rhizome-mock"] {
         if !dir.join(name).is_file() {
@@ -133,16 +179,15 @@ async fn main() -> anyhow::Result<()> {
         ..fixture::Tuning::default()
     };
     let cfg = fixture::config(&env, &mock, &tuning);
-    let node = env
-        .node_with_env(
-            "node",
-            &cfg,
-            &[
-                (fixture::SECRET_A_ENV, secrets::OAUTH_SECRET_A),
-                ("RUST_LOG", node_log),
-            ],
-        )
-        .await;
+    let mut node_env = vec![
+        (fixture::SECRET_A_ENV, secrets::OAUTH_SECRET_A),
+        ("RUST_LOG", node_log),
+    ];
+    if args.scenario.contains(&Scenario::Sse) {
+        // The largest stream count plus the probes' connections.
+        node_env.push(("RHIZOME__LIMITS__MAX_CONNECTIONS", "30000"));
+    }
+    let node = env.node_with_env("node", &cfg, &node_env).await;
 
     let direct_token = fetch_token(&mock.base()).await?;
     let mut client_key = HeaderValue::from_str(&fixture::bearer()).context("client key header")?;
@@ -150,43 +195,39 @@ async fn main() -> anyhow::Result<()> {
 
     let uri = |s: String| -> anyhow::Result<Uri> { s.parse().context("building URL") };
     let targets = [
-        Target {
-            name: "direct-open",
-            url: uri(format!("{}/open/x", mock.base()))?,
-            authorization: None,
-        },
-        Target {
-            name: "node-open",
-            url: uri(node.url("/n/open/x"))?,
-            authorization: Some(client_key.clone()),
-        },
-        Target {
-            name: "direct-credentialed",
-            url: uri(format!("{}/x", mock.base()))?,
-            authorization: Some(direct_token.clone()),
-        },
-        Target {
-            name: "node-credentialed",
-            url: uri(node.url("/a/x"))?,
-            authorization: Some(client_key.clone()),
-        },
+        Target::get("direct-open", uri(format!("{}/open/x", mock.base()))?, None),
+        Target::get(
+            "node-open",
+            uri(node.url("/n/open/x"))?,
+            Some(client_key.clone()),
+        ),
+        Target::get(
+            "direct-credentialed",
+            uri(format!("{}/x", mock.base()))?,
+            Some(direct_token.clone()),
+        ),
+        Target::get(
+            "node-credentialed",
+            uri(node.url("/a/x"))?,
+            Some(client_key.clone()),
+        ),
     ];
-    let sse_direct = Target {
-        name: "sse-direct",
-        url: uri(format!("{}/sse?count=1&interval_ms=0", mock.base()))?,
-        authorization: Some(direct_token.clone()),
-    };
-    let sse_node = Target {
-        name: "sse-node",
-        url: uri(node.url("/a/sse?count=1&interval_ms=0"))?,
-        authorization: Some(client_key.clone()),
-    };
+    let sse_direct = Target::get(
+        "sse-direct",
+        uri(format!("{}/sse?count=1&interval_ms=0", mock.base()))?,
+        Some(direct_token.clone()),
+    );
+    let sse_node = Target::get(
+        "sse-node",
+        uri(node.url("/a/sse?count=1&interval_ms=0"))?,
+        Some(client_key.clone()),
+    );
 
-    let sse_replay = Target {
-        name: "sse-node-replay",
-        url: uri(node.url("/e/sse?count=1&interval_ms=0"))?,
-        authorization: Some(client_key.clone()),
-    };
+    let sse_replay = Target::get(
+        "sse-node-replay",
+        uri(node.url("/e/sse?count=1&interval_ms=0"))?,
+        Some(client_key.clone()),
+    );
 
     let limits = Limits {
         requests: args.requests,
@@ -197,6 +238,27 @@ async fn main() -> anyhow::Result<()> {
     let client = load::client(limits.concurrency);
     for t in targets.iter().chain([&sse_direct, &sse_node, &sse_replay]) {
         load::preflight(&client, t).await?;
+    }
+
+    if !args.scenario.is_empty() {
+        let run = ScenarioRun {
+            mock: &mock,
+            node: &node,
+            client: &client,
+            limits,
+            direct_token: &direct_token,
+            client_key: &client_key,
+            node_log,
+        };
+        let (sections, dirs) = run_scenarios(&run, &args).await?;
+        let findings = secrets::scan_dir(&env.dir).len()
+            + dirs
+                .iter()
+                .map(|d| secrets::scan_dir(std::path::Path::new(d)).len())
+                .sum::<usize>();
+        let facts = facts(&args, limits, node_log, &env, findings);
+        let text = scenario::render(&facts, &sections, &dirs);
+        return finish(&text, args.out.as_deref(), findings);
     }
 
     if args.replay {
@@ -268,6 +330,107 @@ fn facts(args: &Args, limits: Limits, node_log: &str, env: &Env, findings: usize
         log_dir: env.dir.display().to_string(),
         secret_findings: findings,
     }
+}
+
+/// What the named scenarios run against (those needing more start their own).
+struct ScenarioRun<'a> {
+    mock: &'a harness::Mock,
+    node: &'a harness::Node,
+    client: &'a load::HttpClient,
+    limits: Limits,
+    direct_token: &'a HeaderValue,
+    client_key: &'a HeaderValue,
+    node_log: &'a str,
+}
+
+/// Runs `--scenario`s in order: their sections and extra log directories.
+async fn run_scenarios(
+    run: &ScenarioRun<'_>,
+    args: &Args,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let (mut sections, mut dirs) = (Vec::new(), Vec::new());
+    let mut done = Vec::new();
+    for &s in &args.scenario {
+        if done.contains(&s) {
+            continue;
+        }
+        done.push(s);
+        eprintln!("running scenario {s:?}");
+        match s {
+            Scenario::Plain | Scenario::Post => sections.push(request_pair(run, s).await?),
+            Scenario::Sse => {
+                let setup = streams::Setup {
+                    client: run.client,
+                    mock: run.mock,
+                    node: run.node,
+                    direct_token: run.direct_token,
+                    client_key: run.client_key,
+                    probes: args.sse_probes,
+                    emits: args.sse_emits,
+                    max_time: run.limits.max_time,
+                };
+                let runs = streams::run(&setup, &args.streams).await?;
+                sections.push(streams::render(&runs, args.sse_emits));
+            }
+            Scenario::Tokens => {
+                let t = tokens::run(
+                    run.client,
+                    usize::from(args.tokens_credentials),
+                    args.tokens_expires_in,
+                    args.tokens_seconds,
+                    run.limits.concurrency,
+                    run.node_log,
+                )
+                .await?;
+                sections.push(tokens::render(&t));
+                dirs.push(t.env.dir.display().to_string());
+            }
+            Scenario::Mcp => {
+                let m = mcp::run(run.client, args.mcp_sessions, run.limits).await?;
+                sections.push(mcp::render(&m, run.limits));
+                dirs.push(m.env.dir.display().to_string());
+            }
+            Scenario::Chaos => {
+                let c = chaos::run(run.client, Duration::from_secs(args.chaos_seconds)).await?;
+                sections.push(chaos::render(&c));
+                dirs.push(c.env.dir.display().to_string());
+            }
+        }
+    }
+    Ok((sections, dirs))
+}
+
+/// `plain` or `post`: the same request direct and through the node.
+async fn request_pair(run: &ScenarioRun<'_>, s: Scenario) -> anyhow::Result<String> {
+    let body = (s == Scenario::Post).then(scenario::post_body);
+    let direct_url = format!("{}/x", run.mock.base()).parse()?;
+    let node_url = run.node.url("/a/x").parse()?;
+    let mut direct = Target::get("direct", direct_url, Some(run.direct_token.clone()));
+    let mut node = Target::get("node", node_url, Some(run.client_key.clone()));
+    direct.body.clone_from(&body);
+    node.body = body;
+    load::preflight(run.client, &direct).await?;
+    load::preflight(run.client, &node).await?;
+    let d = load::run(run.client, &direct, run.limits).await;
+    let n = load::run(run.client, &node, run.limits).await;
+    Ok(if s == Scenario::Post {
+        scenario::http_section(
+            "Scenario `post`: 4 KiB JSON body",
+            "`POST /x` with a 4,096-byte JSON body (`Content-Type: application/json`), \
+             the mock echoing it back as JSON; direct with a token, through the node on \
+             `/a/` (OAuth credential injected).",
+            &d,
+            &n,
+        )
+    } else {
+        scenario::http_section(
+            "Scenario `plain`: small GET",
+            "`GET /x` answered with a small JSON echo; direct with a token, through the \
+             node on `/a/` (OAuth credential injected).",
+            &d,
+            &n,
+        )
+    })
 }
 
 /// What the replay scenarios run against.

@@ -28,7 +28,7 @@ pub struct MemoryOutcome {
 }
 
 /// One `kB` field of `/proc/<pid>/status`.
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| anyhow::anyhow!("reading {path}: {e} (is this Linux?)"))?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client as SetupClient;
 use rhizome_tests::harness::redis::RedisServer;
@@ -93,7 +93,7 @@ async fn one_stream(client: &HttpClient, t: &Target, max_time: Duration) -> anyh
     if let Some(v) = &t.authorization {
         req = req.header(http::header::AUTHORIZATION, v.clone());
     }
-    let resp = client.request(req.body(Empty::<Bytes>::new())?).await?;
+    let resp = client.request(req.body(Full::new(Bytes::new()))?).await?;
     if !resp.status().is_success() {
         bail!("{} answered {}", t.name, resp.status());
     }
@@ -330,11 +330,8 @@ pub fn stream_target(
     count: u64,
     authorization: Option<HeaderValue>,
 ) -> anyhow::Result<Target> {
-    Ok(Target {
-        name,
-        url: format!("{url}?count={count}&interval_ms=0")
-            .parse()
-            .context("stream URL")?,
-        authorization,
-    })
+    let url = format!("{url}?count={count}&interval_ms=0")
+        .parse()
+        .context("stream URL")?;
+    Ok(Target::get(name, url, authorization))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -103,7 +103,7 @@ async fn first_event(client: &HttpClient, target: &Target) -> Option<Duration> {
     }
     let req = req
         .header(http::header::ACCEPT, "text/event-stream")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .ok()?;
     let began = Instant::now();
     let deadline = began + ITERATION_DEADLINE;
