@@ -47,8 +47,11 @@ cargo nextest run --workspace --no-fail-fast "$@"
 
 echo "==> scanning captured logs for secrets"
 if [ -d target/test-logs ]; then
-  patterns=$(grep -hoE '"(ck|cs|hs|sk|at)-[a-z0-9-]+"' tests/src/harness/secrets.rs | tr -d '"'; printf 'mocktok-\neyJ\n')
-  if grep -rlF --include='*.log' -f <(echo "$patterns") target/test-logs; then
+  patterns=$(grep -hoE '"(ck|cs|hs|sk|at)-[a-z0-9-]+"' tests/src/harness/secrets.rs | tr -d '"'; printf 'mocktok-\n')
+  # A JWT is a word starting eyJ followed by '.'; a random id may hold "eyJ".
+  jwt='(^|[^A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*[.]'
+  if grep -rlF --include='*.log' --include='*.log.*' -f <(echo "$patterns") target/test-logs ||
+     grep -rlE --include='*.log' --include='*.log.*' "$jwt" target/test-logs; then
     echo "FAIL: the logs above contain a secret, token or client key" >&2
     exit 1
   fi

@@ -1,6 +1,8 @@
 //! The secrets the tests use, in one place, and the scan that proves none of
 //! them reaches a log. Besides these literal values, any token the mock issues
-//! (`mocktok-…`) and any JWT (`eyJ…` header) is a finding.
+//! (`mocktok-…`) and any JWT (a word starting `eyJ`, a JSON header in
+//! base64url, followed by `.`) is a finding. A random id that merely
+//! contains `eyJ` inside a word is not one.
 
 use std::path::Path;
 
@@ -33,8 +35,34 @@ pub const ALL: [&str; 8] = [
     ADMIN_TOKEN,
 ];
 
-/// Patterns of issued tokens: the mock's opaque tokens and JWT headers.
+/// Patterns of issued tokens: the mock's opaque tokens and JWT headers
+/// (the latter found by [`contains_jwt`], not as a plain substring).
 pub const TOKEN_PATTERNS: [&str; 2] = ["mocktok-", "eyJ"];
+
+fn is_b64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// True when `text` holds a JWT: `eyJ` at the start of a word, a run of
+/// base64url characters, then `.` (header and payload separator).
+pub fn contains_jwt(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    text.match_indices("eyJ").any(|(at, _)| {
+        let starts_word = at == 0 || !is_b64url(bytes[at - 1]);
+        let rest = &bytes[at..];
+        let run = rest.iter().take_while(|b| is_b64url(**b)).count();
+        starts_word && rest.get(run) == Some(&b'.')
+    })
+}
+
+/// True when `text` contains the secret or token pattern `pat`.
+fn contains(text: &str, pat: &str) -> bool {
+    if pat == "eyJ" {
+        contains_jwt(text)
+    } else {
+        text.contains(pat)
+    }
+}
 
 /// Scans every log in `dir` (`*.log`, and rotated log files `*.log.*`) and
 /// returns `file: pattern` for each finding.
@@ -49,11 +77,24 @@ pub fn scan_dir(dir: &Path) -> Vec<String> {
         if name.ends_with(".log") || name.contains(".log.") {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             for pat in ALL.iter().chain(TOKEN_PATTERNS.iter()) {
-                if text.contains(pat) {
+                if contains(&text, pat) {
                     found.push(format!("{}: {pat}", path.display()));
                 }
             }
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_jwt;
+
+    #[test]
+    fn a_jwt_is_found_and_a_random_id_containing_eyj_is_not() {
+        assert!(contains_jwt(r#"{"token":"eyJhbGciOi.eyJzdWIi.sig"}"#));
+        assert!(contains_jwt("Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"));
+        assert!(!contains_jwt(r#"{"stream":"PwFwhNeyJ4h7Qx9"}"#));
+        assert!(!contains_jwt("id=eyJ4h7Qx9 next"));
+    }
 }
