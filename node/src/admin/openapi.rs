@@ -6,6 +6,7 @@
 //! `ErrorBody` schema, the intent API's `json` bodies accept any JSON value,
 //! and the intent operation has a client-facing id (`send_intent`).
 
+use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
@@ -183,9 +184,57 @@ fn error_bodies(op: &mut Operation) {
     }
 }
 
+/// A header field name (RFC 9110 `token`).
+const TOKEN_PATTERN: &str = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$";
+/// A header field value the node can send: no control character but tab.
+const FIELD_VALUE_PATTERN: &str = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$";
+
+/// What the intent envelope's fields accept, beyond their types, in the
+/// JSON Schema keywords utoipa's annotations cannot spell (`propertyNames`
+/// patterns, type lists): so that every schema-valid envelope is one the
+/// node takes, and every one it refuses is schema-invalid.
+fn intent_constraints(doc: &mut Value) {
+    let Some(props) = doc
+        .pointer_mut("/components/schemas/IntentRequest/properties")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    let scalar = json!(["string", "number", "boolean", "null"]);
+    let patches = [
+        (
+            "path",
+            json!({ "pattern": crate::proxy::intent::PATH_PATTERN }),
+        ),
+        ("method", json!({ "pattern": TOKEN_PATTERN })),
+        (
+            "headers",
+            json!({
+                "propertyNames": { "type": "string", "pattern": TOKEN_PATTERN },
+                "additionalProperties": { "type": "string", "pattern": FIELD_VALUE_PATTERN },
+            }),
+        ),
+        (
+            "params",
+            json!({ "additionalProperties": {
+                "type": ["string", "number", "boolean", "null", "array"],
+                "items": { "type": scalar },
+            }}),
+        ),
+    ];
+    for (field, patch) in patches {
+        if let (Some(Value::Object(prop)), Value::Object(patch)) = (props.get_mut(field), patch) {
+            prop.extend(patch);
+        }
+    }
+}
+
 /// The OpenAPI document as pretty JSON.
 pub fn openapi_json() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
+    let doc = serde_json::to_value(ApiDoc::openapi()).map(|mut doc| {
+        intent_constraints(&mut doc);
+        doc
+    });
+    doc.and_then(|doc| serde_json::to_string_pretty(&doc))
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
