@@ -226,17 +226,40 @@ pub async fn handle(
     encode(parts, &bytes, started.elapsed())
 }
 
+/// True when `path` is `/` followed by RFC 3986 path characters (`pchar`
+/// and `/`), `%` only starting a `%XX` escape: what [`PATH_PATTERN`] allows
+/// but for the dot segments, which `has_dot_segments` refuses.
+fn is_uri_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
 /// The method, path (with query) and headers the intent describes, checked
 /// and cleaned; framing headers are the node's, never the client's.
 fn described(intent: &IntentRequest) -> Result<(Method, String, HeaderMap), ProxyError> {
     let method = Method::from_bytes(intent.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|_| bad("invalid method"))?;
-    if !intent.path.starts_with('/')
-        || has_dot_segments(&intent.path)
-        || intent.path.contains(['?', '#'])
-    {
+    if !is_uri_path(&intent.path) || has_dot_segments(&intent.path) {
         return Err(bad(
-            "path must start with \"/\" and carry no dot segments, query or fragment",
+            "path must start with \"/\", hold only URI path characters (`%` as `%XX`) \
+             and carry no dot segments, query or fragment",
         ));
     }
     let mut path = intent.path.clone();
@@ -397,4 +420,74 @@ fn query_string(params: &serde_json::Map<String, serde_json::Value>) -> Result<S
         }
     }
     Ok(q.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn envelope(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            r#"{{"route":"r","path":{}{extra}}}"#,
+            serde_json::json!(path)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn whole_float_timeouts_are_milliseconds() {
+        for (t, want) in [("1500", 1500), ("1500.0", 1500), ("0.0", 0), ("1e3", 1000)] {
+            let raw = format!(r#"{{"route":"r","path":"/","timeout_ms":{t}}}"#);
+            assert_eq!(
+                parse(raw.as_bytes()).map(|i| i.timeout_ms).ok(),
+                Some(Some(want)),
+                "{t}"
+            );
+        }
+        for t in ["1.5", "-1", "-1.0", "\"5\""] {
+            let raw = format!(r#"{{"route":"r","path":"/","timeout_ms":{t}}}"#);
+            assert!(parse(raw.as_bytes()).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn paths_the_document_forbids_are_refused() {
+        for p in [
+            "",
+            "x",
+            "/.",
+            "/a/..",
+            "/%2e%2E/b",
+            "/a?b",
+            "/a#b",
+            "/a b",
+            "/\u{e9}",
+            "/%zz",
+        ] {
+            assert!(check_envelope(&envelope(p, "")).is_err(), "{p:?}");
+        }
+    }
+
+    proptest! {
+        /// Every path the OpenAPI document's pattern allows is one the node
+        /// takes (schemathesis's "schema-valid request accepted").
+        #[test]
+        fn paths_the_document_allows_are_taken(
+            path in proptest::string::string_regex(
+                PATH_PATTERN.trim_start_matches('^').trim_end_matches('$')
+            ).expect("pattern"),
+            params in proptest::option::of(proptest::collection::btree_map("[a-z]{1,4}", "[ -~]{0,6}", 0..3)),
+        ) {
+            let extra = params.map_or(String::new(), |p| format!(r#","params":{}"#, serde_json::json!(p)));
+            let (_, sent, _) = check_envelope(&envelope(&path, &extra)).expect("accepted");
+            prop_assert!(sent.starts_with(&path));
+        }
+
+        /// Whatever the bytes, the envelope's checks answer without panicking.
+        #[test]
+        fn any_bytes_are_answered(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = check_envelope(&raw);
+        }
+    }
 }

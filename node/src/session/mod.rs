@@ -207,3 +207,35 @@ impl Sessions {
         self.store.list(cursor, limit).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_ids_of_the_issued_shape_are_looked_up() {
+        assert!(is_proxy_id(&new_proxy_id()));
+        for id in [
+            "",
+            "rzs-",
+            "rzs-0123456789abcdef0123456789ABCDEF",
+            "rzs-0123456789abcdef0123456789abcde",
+            "rzs-0123456789abcdef0123456789abcdef0",
+            "RZS-0123456789abcdef0123456789abcdef",
+            "rzs-0123456789abcdef0123456789abcdeé",
+        ] {
+            assert!(!is_proxy_id(id), "{id:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn shape_check_matches_the_format(id in "\\PC{0,40}|rzs-[0-9a-f]{32}") {
+            let want = id.len() == 36
+                && id.starts_with(ID_PREFIX)
+                && id[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            prop_assert_eq!(is_proxy_id(&id), want);
+        }
+    }
+}
