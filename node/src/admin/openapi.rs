@@ -6,7 +6,6 @@
 //! `ErrorBody` schema, the intent API's `json` bodies accept any JSON value,
 //! and the intent operation has a client-facing id (`send_intent`).
 
-use serde_json::{json, Value};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{
     AdditionalProperties, ArrayBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
@@ -132,6 +131,7 @@ impl Modify for ForClients {
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
+        intent_constraints(components);
         for (schema, field, description) in [
             (
                 "IntentRequest",
@@ -190,51 +190,51 @@ const TOKEN_PATTERN: &str = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$";
 const FIELD_VALUE_PATTERN: &str = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$";
 
 /// What the intent envelope's fields accept, beyond their types, in the
-/// JSON Schema keywords utoipa's annotations cannot spell (`propertyNames`
-/// patterns, type lists): so that every schema-valid envelope is one the
-/// node takes, and every one it refuses is schema-invalid.
-fn intent_constraints(doc: &mut Value) {
-    let Some(props) = doc
-        .pointer_mut("/components/schemas/IntentRequest/properties")
-        .and_then(Value::as_object_mut)
-    else {
+/// JSON Schema keywords utoipa's annotations cannot spell (`propertyNames`,
+/// patterns on map values, type lists): so that every schema-valid envelope
+/// is one the node takes, and every one it refuses is schema-invalid.
+fn intent_constraints(components: &mut utoipa::openapi::Components) {
+    let Some(RefOr::T(Schema::Object(intent))) = components.schemas.get_mut("IntentRequest") else {
         return;
     };
-    let scalar = json!(["string", "number", "boolean", "null"]);
-    let patches = [
-        (
-            "path",
-            json!({ "pattern": crate::proxy::intent::PATH_PATTERN }),
-        ),
-        ("method", json!({ "pattern": TOKEN_PATTERN })),
-        (
-            "headers",
-            json!({
-                "propertyNames": { "type": "string", "pattern": TOKEN_PATTERN },
-                "additionalProperties": { "type": "string", "pattern": FIELD_VALUE_PATTERN },
-            }),
-        ),
-        (
-            "params",
-            json!({ "additionalProperties": {
-                "type": ["string", "number", "boolean", "null", "array"],
-                "items": { "type": scalar },
-            }}),
-        ),
-    ];
-    for (field, patch) in patches {
-        if let (Some(Value::Object(prop)), Value::Object(patch)) = (props.get_mut(field), patch) {
-            prop.extend(patch);
+    let string = |pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    let scalar = || {
+        ObjectBuilder::new().schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Number,
+            Type::Boolean,
+            Type::Null,
+        ]))
+    };
+    for (field, pattern) in [
+        ("path", crate::proxy::intent::PATH_PATTERN),
+        ("method", TOKEN_PATTERN),
+    ] {
+        if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut(field) {
+            o.pattern = Some(pattern.into());
         }
+    }
+    if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut("headers") {
+        o.property_names = Some(Box::new(string(TOKEN_PATTERN).into()));
+        o.additional_properties = Some(Box::new(AdditionalProperties::RefOr(
+            string(FIELD_VALUE_PATTERN).into(),
+        )));
+    }
+    if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut("params") {
+        let value = OneOfBuilder::new()
+            .item(scalar())
+            .item(ArrayBuilder::new().items(scalar()));
+        o.additional_properties = Some(Box::new(AdditionalProperties::RefOr(value.into())));
     }
 }
 
 /// The OpenAPI document as pretty JSON.
 pub fn openapi_json() -> String {
-    let doc = serde_json::to_value(ApiDoc::openapi()).map(|mut doc| {
-        intent_constraints(&mut doc);
-        doc
-    });
-    doc.and_then(|doc| serde_json::to_string_pretty(&doc))
+    ApiDoc::openapi()
+        .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

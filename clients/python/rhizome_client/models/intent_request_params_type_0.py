@@ -23,10 +23,10 @@ class IntentRequestParamsType0:
         for prop_name, prop in self.additional_properties.items():
             if isinstance(prop, list):
                 field_dict[prop_name] = []
-                for additional_property_type_4_item_data in prop:
-                    additional_property_type_4_item: bool | float | None | str
-                    additional_property_type_4_item = additional_property_type_4_item_data
-                    field_dict[prop_name].append(additional_property_type_4_item)
+                for additional_property_type_1_item_data in prop:
+                    additional_property_type_1_item: bool | float | None | str
+                    additional_property_type_1_item = additional_property_type_1_item_data
+                    field_dict[prop_name].append(additional_property_type_1_item)
 
             else:
                 field_dict[prop_name] = prop
@@ -47,22 +47,22 @@ class IntentRequestParamsType0:
                 try:
                     if not isinstance(data, list):
                         raise TypeError()
-                    additional_property_type_4 = []
-                    _additional_property_type_4 = data
-                    for additional_property_type_4_item_data in _additional_property_type_4:
+                    additional_property_type_1 = []
+                    _additional_property_type_1 = data
+                    for additional_property_type_1_item_data in _additional_property_type_1:
 
-                        def _parse_additional_property_type_4_item(data: object) -> bool | float | None | str:
+                        def _parse_additional_property_type_1_item(data: object) -> bool | float | None | str:
                             if data is None:
                                 return data
                             return cast(bool | float | None | str, data)
 
-                        additional_property_type_4_item = _parse_additional_property_type_4_item(
-                            additional_property_type_4_item_data
+                        additional_property_type_1_item = _parse_additional_property_type_1_item(
+                            additional_property_type_1_item_data
                         )
 
-                        additional_property_type_4.append(additional_property_type_4_item)
+                        additional_property_type_1.append(additional_property_type_1_item)
 
-                    return additional_property_type_4
+                    return additional_property_type_1
                 except (TypeError, ValueError, AttributeError, KeyError):
                     pass
                 return cast(bool | float | list[bool | float | None | str] | None | str, data)
