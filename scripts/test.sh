@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs what the end-to-end tests
-# need (redis-server, promtool, openapi-spec-validator, chromium and selenium,
-# the pinned Python client generator), builds every binary
-# the harness starts, runs all tests with nextest, then scans every log the
+# need (redis-server, promtool, openapi-spec-validator, schemathesis, chromium
+# and selenium, the pinned Python client generator), builds every binary the
+# harness starts, runs all tests with nextest, then scans every log the
 # suite captured for the secrets the tests used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,12 @@ fi
 if ! python3 -c 'import selenium' 2>/dev/null; then
   echo "==> installing selenium (pip)"
   python3 -m pip install -q selenium
+fi
+# OpenAPI conformance (tests/tests/schemathesis.rs), pinned: a new release may
+# add checks.
+if ! schemathesis --version 2>/dev/null | grep -q ' 4\.32\.5$'; then
+  echo "==> installing schemathesis (pip)"
+  python3 -m pip install -q 'schemathesis==4.32.5'
 fi
 # The Python client generator (pinned) and the generated client's dependencies.
 python3 -m pip install -q -r clients/requirements-gen.txt -r clients/requirements.txt

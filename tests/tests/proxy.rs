@@ -295,8 +295,11 @@ async fn intent_api_round_trips_json_and_binary_bodies() {
         assert_eq!(r.status, status, "{body}: {}", r.text());
         assert_eq!(r.json()["error"]["code"], code);
     }
+    // Any other method than POST: 405 with what to use instead.
     let r = c.get(&node.url("/v1/proxy"), &h).await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
     // The node keeps serving.
     assert_eq!(c.get(&node.url("/n/open/ok"), &h).await.status, 200);
     env.assert_logs_clean();

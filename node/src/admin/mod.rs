@@ -11,6 +11,7 @@ mod streams;
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -67,7 +68,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/dashboard.js", get(dashboard::script))
         .route("/admin/dashboard.css", get(dashboard::style))
         .merge(admin)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
+}
+
+/// A known path asked with a method it does not serve: 405 in the common
+/// error shape (axum adds the `Allow` header listing the methods it serves).
+async fn method_not_allowed(method: axum::http::Method) -> AdminError {
+    AdminError(ProxyError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not served here; see the Allow header"),
+    ))
 }
 
 async fn require_admin_token(
@@ -244,21 +255,38 @@ pub struct PageQuery {
     /// Cursor from the previous page.
     pub cursor: Option<String>,
     /// Page size (1–1000, default 100; a Redis page may hold a few more or fewer).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+impl PageQuery {
+    /// The paging parameters of `query`: a malformed query string or a
+    /// `limit` outside 1–1000 is a `bad_request` in the common error shape.
+    fn parse(
+        query: Result<axum::extract::Query<PageQuery>, QueryRejection>,
+    ) -> Result<(Option<String>, usize), AdminError> {
+        let bad = |msg: String| AdminError(ProxyError::new(ErrorCode::BadRequest, msg));
+        let axum::extract::Query(q) = query.map_err(|e| bad(e.body_text()))?;
+        match q.limit.unwrap_or(100) {
+            limit @ 1..=1000 => Ok((q.cursor, limit)),
+            other => Err(bad(format!("limit must be 1 to 1000, not {other}"))),
+        }
+    }
 }
 
 /// Lists MCP sessions with cursor pagination.
 #[utoipa::path(get, path = "/admin/v1/sessions", tag = "admin", params(PageQuery),
-    responses((status = 200, body = SessionList), (status = 503, description = "`state_store_unavailable`")),
+    responses((status = 200, body = SessionList), (status = 400, description = "`bad_request`: malformed `cursor` or `limit`"),
+        (status = 503, description = "`state_store_unavailable`")),
     security(("admin_token" = [])))]
 async fn list_sessions(
     State(app): State<Arc<App>>,
-    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    query: Result<axum::extract::Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<SessionList>, AdminError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (cursor, limit) = PageQuery::parse(query)?;
     let page = app
         .sessions
-        .list(q.cursor.as_deref(), limit)
+        .list(cursor.as_deref(), limit)
         .await
         .map_err(|e| AdminError(e.into()))?;
     Ok(Json(SessionList {

@@ -131,6 +131,7 @@ impl Modify for ForClients {
         let Some(components) = openapi.components.as_mut() else {
             return;
         };
+        intent_constraints(components);
         for (schema, field, description) in [
             (
                 "IntentRequest",
@@ -180,6 +181,54 @@ fn error_bodies(op: &mut Operation) {
                 );
             }
         }
+    }
+}
+
+/// A header field name (RFC 9110 `token`).
+const TOKEN_PATTERN: &str = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$";
+/// A header field value the node can send: no control character but tab.
+const FIELD_VALUE_PATTERN: &str = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$";
+
+/// What the intent envelope's fields accept, beyond their types, in the
+/// JSON Schema keywords utoipa's annotations cannot spell (`propertyNames`,
+/// patterns on map values, type lists): so that every schema-valid envelope
+/// is one the node takes, and every one it refuses is schema-invalid.
+fn intent_constraints(components: &mut utoipa::openapi::Components) {
+    let Some(RefOr::T(Schema::Object(intent))) = components.schemas.get_mut("IntentRequest") else {
+        return;
+    };
+    let string = |pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    let scalar = || {
+        ObjectBuilder::new().schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Number,
+            Type::Boolean,
+            Type::Null,
+        ]))
+    };
+    for (field, pattern) in [
+        ("path", crate::proxy::intent::PATH_PATTERN),
+        ("method", TOKEN_PATTERN),
+    ] {
+        if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut(field) {
+            o.pattern = Some(pattern.into());
+        }
+    }
+    if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut("headers") {
+        o.property_names = Some(Box::new(string(TOKEN_PATTERN).into()));
+        o.additional_properties = Some(Box::new(AdditionalProperties::RefOr(
+            string(FIELD_VALUE_PATTERN).into(),
+        )));
+    }
+    if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut("params") {
+        let value = OneOfBuilder::new()
+            .item(scalar())
+            .item(ArrayBuilder::new().items(scalar()));
+        o.additional_properties = Some(Box::new(AdditionalProperties::RefOr(value.into())));
     }
 }
 

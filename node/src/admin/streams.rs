@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
@@ -40,17 +41,18 @@ pub struct StreamList {
 
 /// Lists SSE streams with a live producer.
 #[utoipa::path(get, path = "/admin/v1/streams", tag = "admin", params(PageQuery),
-    responses((status = 200, body = StreamList), (status = 503, description = "`state_store_unavailable`")),
+    responses((status = 200, body = StreamList), (status = 400, description = "`bad_request`: malformed `cursor` or `limit`"),
+        (status = 503, description = "`state_store_unavailable`")),
     security(("admin_token" = [])))]
 pub(super) async fn list_streams(
     State(app): State<Arc<App>>,
-    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    query: Result<axum::extract::Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<StreamList>, AdminError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (cursor, limit) = PageQuery::parse(query)?;
     let page = app
         .replay
         .store()
-        .list(q.cursor.as_deref(), limit)
+        .list(cursor.as_deref(), limit)
         .await
         .map_err(|e| AdminError(e.into()))?;
     let streams = page

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use bytes::Bytes;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE,
+    HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE,
     TRANSFER_ENCODING,
 };
 use http::{Method, Request, Response, StatusCode};
@@ -34,6 +34,19 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Upper bound a client may ask for with `timeout_ms`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// What `path` accepts, as a JSON Schema pattern (ECMA-262, no lookaround):
+/// `/`-separated segments of RFC 3986 `pchar`s; a segment is never `.` or
+/// `..`, spelled with dots or `%2e`, which `has_dot_segments` refuses.
+pub const PATH_PATTERN: &str = concat!(
+    "^(?:/(?:",
+    "(?:[A-Za-z0-9\\-_~!$&'()*+,;=:@]|%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Da-dFf]))",
+    "(?:[A-Za-z0-9\\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*",
+    "|(?:\\.|%2[Ee])(?:[A-Za-z0-9\\-_~!$&'()*+,;=:@]|%(?:[013-9A-Fa-f][0-9A-Fa-f]|2[0-9A-Da-dFf]))",
+    "(?:[A-Za-z0-9\\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})*",
+    "|(?:\\.|%2[Ee]){2}(?:[A-Za-z0-9\\-._~!$&'()*+,;=:@]|%[0-9A-Fa-f]{2})+",
+    ")?)+$"
+);
+
 /// A request to send through a route.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +55,11 @@ pub struct IntentRequest {
     pub route: String,
     /// HTTP method (default `GET`).
     #[serde(default)]
+    #[schema(pattern = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")]
     pub method: Option<String>,
     /// Path sent to the upstream (after the route's prefix handling), e.g. `/v3/x`.
+    /// Segments of URI path characters (`%` only as `%XX`), no `.` or `..`
+    /// segment (nor their `%2e` spellings), no query or fragment.
     pub path: String,
     /// Query parameters; arrays repeat the key.
     #[serde(default)]
@@ -56,12 +72,13 @@ pub struct IntentRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub json: Option<serde_json::Value>,
-    /// Binary body, base64 (standard alphabet).
+    /// Binary body, base64 (standard alphabet, padded); not with `json`.
     #[serde(default)]
+    #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub body_base64: Option<String>,
     /// Upper bound of the whole exchange, in milliseconds (default: the
-    /// route's timeout; at most 300000).
-    #[serde(default)]
+    /// route's timeout; at most 300000). A whole number; `1500.0` is 1500.
+    #[serde(default, deserialize_with = "whole_ms")]
     pub timeout_ms: Option<u64>,
 }
 
@@ -95,6 +112,28 @@ pub struct IntentResponse {
     pub duration_ms: f64,
 }
 
+/// `timeout_ms` as JSON Schema's `integer` means it: any whole number,
+/// `1500` or `1500.0` (larger than `u64` saturates; the cap applies anyway).
+fn whole_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(ms) = n.as_u64() {
+        return Ok(Some(ms));
+    }
+    match n.as_f64() {
+        // `as` saturates at u64::MAX, which the 300 s cap then bounds.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "timeout_ms must be a whole number of milliseconds >= 0, not {n}"
+        ))),
+    }
+}
+
+fn parse(raw: &[u8]) -> Result<IntentRequest, ProxyError> {
+    serde_json::from_slice(raw).map_err(|e| bad(format!("invalid intent JSON: {e}")))
+}
+
 fn bad(msg: impl Into<String>) -> ProxyError {
     ProxyError::new(ErrorCode::BadRequest, msg)
 }
@@ -121,7 +160,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     if req.method() != Method::POST {
-        return Err(bad("the intent API takes POST"));
+        return Err(ProxyError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("the intent API takes POST, not {}", req.method()),
+        )
+        .with_header(ALLOW, HeaderValue::from_static("POST")));
     }
     // The intent API is never public: a client key is always required.
     proxy.authenticate_client(ctx, req.headers(), false)?;
@@ -137,8 +180,7 @@ pub async fn handle(
         OutBody::Buffered(raw) => raw,
         OutBody::Streaming(_) => return Err(bad("could not read the request body")),
     };
-    let intent: IntentRequest =
-        serde_json::from_slice(&raw).map_err(|e| bad(format!("invalid intent JSON: {e}")))?;
+    let intent = parse(&raw)?;
     let route = proxy
         .app
         .router
@@ -188,17 +230,40 @@ pub async fn handle(
     encode(parts, &bytes, started.elapsed())
 }
 
-/// The upstream request the intent describes (headers cleaned as for the
-/// transparent path; framing headers are the node's, never the client's).
-fn outgoing(intent: &IntentRequest, ctx: &RequestCtx) -> Result<Outgoing, ProxyError> {
+/// True when `path` is `/` followed by RFC 3986 path characters (`pchar`
+/// and `/`), `%` only starting a `%XX` escape: what [`PATH_PATTERN`] allows
+/// but for the dot segments, which `has_dot_segments` refuses.
+fn is_uri_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// The method, path (with query) and headers the intent describes, checked
+/// and cleaned; framing headers are the node's, never the client's.
+fn described(intent: &IntentRequest) -> Result<(Method, String, HeaderMap), ProxyError> {
     let method = Method::from_bytes(intent.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|_| bad("invalid method"))?;
-    if !intent.path.starts_with('/')
-        || has_dot_segments(&intent.path)
-        || intent.path.contains(['?', '#'])
-    {
+    if !is_uri_path(&intent.path) || has_dot_segments(&intent.path) {
         return Err(bad(
-            "path must start with \"/\" and carry no dot segments, query or fragment",
+            "path must start with \"/\", hold only URI path characters (`%` as `%XX`) \
+             and carry no dot segments, query or fragment",
         ));
     }
     let mut path = intent.path.clone();
@@ -221,6 +286,13 @@ fn outgoing(intent: &IntentRequest, ctx: &RequestCtx) -> Result<Outgoing, ProxyE
         hdrs.entry(CONTENT_TYPE)
             .or_insert(HeaderValue::from_static("application/json"));
     }
+    Ok((method, path, hdrs))
+}
+
+/// The upstream request the intent describes (headers cleaned as for the
+/// transparent path).
+fn outgoing(intent: &IntentRequest, ctx: &RequestCtx) -> Result<Outgoing, ProxyError> {
+    let (method, path, mut hdrs) = described(intent)?;
     headers::to_upstream(&mut hdrs, None, ctx.peer, "http");
     if let Ok(v) = HeaderValue::from_str(&ctx.log.request_id) {
         hdrs.insert(REQUEST_ID, v);
@@ -232,6 +304,17 @@ fn outgoing(intent: &IntentRequest, ctx: &RequestCtx) -> Result<Outgoing, ProxyE
         inject: true,
         pin: None,
     })
+}
+
+/// What the node makes of an envelope's bytes before any route or network:
+/// the described method, path with query and body, or the `bad_request` it
+/// answers. The entry point of the envelope's fuzz target and property
+/// tests; never panics, whatever the input.
+#[doc(hidden)]
+pub fn check_envelope(raw: &[u8]) -> Result<(Method, String, Bytes), ProxyError> {
+    let intent: IntentRequest = parse(raw)?;
+    let (method, path, _) = described(&intent)?;
+    Ok((method, path, payload(&intent)?))
 }
 
 /// The request body the intent carries.
@@ -341,4 +424,74 @@ fn query_string(params: &serde_json::Map<String, serde_json::Value>) -> Result<S
         }
     }
     Ok(q.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn envelope(path: &str, extra: &str) -> Vec<u8> {
+        format!(
+            r#"{{"route":"r","path":{}{extra}}}"#,
+            serde_json::json!(path)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn whole_float_timeouts_are_milliseconds() {
+        for (t, want) in [("1500", 1500), ("1500.0", 1500), ("0.0", 0), ("1e3", 1000)] {
+            let raw = format!(r#"{{"route":"r","path":"/","timeout_ms":{t}}}"#);
+            assert_eq!(
+                parse(raw.as_bytes()).map(|i| i.timeout_ms).ok(),
+                Some(Some(want)),
+                "{t}"
+            );
+        }
+        for t in ["1.5", "-1", "-1.0", "\"5\""] {
+            let raw = format!(r#"{{"route":"r","path":"/","timeout_ms":{t}}}"#);
+            assert!(parse(raw.as_bytes()).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn paths_the_document_forbids_are_refused() {
+        for p in [
+            "",
+            "x",
+            "/.",
+            "/a/..",
+            "/%2e%2E/b",
+            "/a?b",
+            "/a#b",
+            "/a b",
+            "/\u{e9}",
+            "/%zz",
+        ] {
+            assert!(check_envelope(&envelope(p, "")).is_err(), "{p:?}");
+        }
+    }
+
+    proptest! {
+        /// Every path the OpenAPI document's pattern allows is one the node
+        /// takes (schemathesis's "schema-valid request accepted").
+        #[test]
+        fn paths_the_document_allows_are_taken(
+            path in proptest::string::string_regex(
+                PATH_PATTERN.trim_start_matches('^').trim_end_matches('$')
+            ).expect("pattern"),
+            params in proptest::option::of(proptest::collection::btree_map("[a-z]{1,4}", "[ -~]{0,6}", 0..3)),
+        ) {
+            let extra = params.map_or(String::new(), |p| format!(r#","params":{}"#, serde_json::json!(p)));
+            let (_, sent, _) = check_envelope(&envelope(&path, &extra)).expect("accepted");
+            prop_assert!(sent.starts_with(&path));
+        }
+
+        /// Whatever the bytes, the envelope's checks answer without panicking.
+        #[test]
+        fn any_bytes_are_answered(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = check_envelope(&raw);
+        }
+    }
 }

@@ -85,6 +85,9 @@ pub async fn before(
         return Ok(Session::New);
     };
     let id = raw.to_str().map_err(|_| not_found())?.to_string();
+    if !crate::session::is_proxy_id(&id) {
+        return Err(not_found()); // no store command for an id we never issue
+    }
     let ttl = route.session_idle_ttl;
     let record = match proxy
         .app

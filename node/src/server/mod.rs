@@ -17,7 +17,8 @@
 //! (keep-alive ends, in-flight requests complete, SSE streams are ended by the
 //! relay) and gives them `grace` before returning.
 
-mod parse_errors;
+#[doc(hidden)] // public for the fuzz target only
+pub mod parse_errors;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

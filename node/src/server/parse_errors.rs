@@ -96,6 +96,12 @@ impl<IO> Guarded<IO> {
         }
     }
 
+    /// The wrapped IO (for the fuzz target, which writes into memory).
+    #[doc(hidden)]
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// Decides about a write whose first non-empty slice is `first`; `whole`
     /// says it is the only one. Returns the error to answer in its place.
     fn classify(&mut self, first: &[u8], whole: bool) -> Option<ErrorCode> {

@@ -38,6 +38,23 @@ const CACHE_FOR: Duration = Duration::from_secs(30);
 /// How often `rhizome_sessions_active` is recounted from the store.
 pub const COUNT_EVERY: Duration = Duration::from_secs(5);
 
+/// Prefix of every proxy session id.
+const ID_PREFIX: &str = "rzs-";
+
+/// A new proxy session id: `rzs-` and 128 random bits in lowercase hex.
+pub fn new_proxy_id() -> String {
+    format!("{ID_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// True when `id` has the shape of a proxy session id (what
+/// [`new_proxy_id`] makes). Anything else cannot name a session, so it is
+/// answered without asking the session store. Never panics, whatever the input.
+pub fn is_proxy_id(id: &str) -> bool {
+    id.strip_prefix(ID_PREFIX).is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
 /// Sessions: the shared store plus this node's cache of it.
 #[derive(Debug)]
 pub struct Sessions {
@@ -133,7 +150,7 @@ impl Sessions {
         client: &str,
         ttl: Duration,
     ) -> Result<String, StateError> {
-        let id = format!("rzs-{}", hex::encode(rand::random::<[u8; 16]>()));
+        let id = new_proxy_id();
         let now = unix_ms();
         let record = SessionRecord {
             upstream_session: upstream_session.to_string(),
@@ -188,5 +205,37 @@ impl Sessions {
     /// A page of sessions, for the admin API.
     pub async fn list(&self, cursor: Option<&str>, limit: usize) -> Result<Page, StateError> {
         self.store.list(cursor, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_ids_of_the_issued_shape_are_looked_up() {
+        assert!(is_proxy_id(&new_proxy_id()));
+        for id in [
+            "",
+            "rzs-",
+            "rzs-0123456789abcdef0123456789ABCDEF",
+            "rzs-0123456789abcdef0123456789abcde",
+            "rzs-0123456789abcdef0123456789abcdef0",
+            "RZS-0123456789abcdef0123456789abcdef",
+            "rzs-0123456789abcdef0123456789abcdeé",
+        ] {
+            assert!(!is_proxy_id(id), "{id:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn shape_check_matches_the_format(id in "\\PC{0,40}|rzs-[0-9a-f]{32}") {
+            let want = id.len() == 36
+                && id.starts_with(ID_PREFIX)
+                && id[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            prop_assert_eq!(is_proxy_id(&id), want);
+        }
     }
 }

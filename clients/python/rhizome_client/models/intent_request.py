@@ -21,14 +21,16 @@ class IntentRequest:
 
     Attributes:
         path (str): Path sent to the upstream (after the route's prefix handling), e.g. `/v3/x`.
+            Segments of URI path characters (`%` only as `%XX`), no `.` or `..`
+            segment (nor their `%2e` spellings), no query or fragment.
         route (str): Route name.
-        body_base64 (None | str | Unset): Binary body, base64 (standard alphabet).
+        body_base64 (None | str | Unset): Binary body, base64 (standard alphabet, padded); not with `json`.
         headers (IntentRequestHeadersType0 | None | Unset): Extra request headers.
         json (Any | Unset): JSON body, any JSON value (sent as `application/json`).
         method (None | str | Unset): HTTP method (default `GET`).
         params (IntentRequestParamsType0 | None | Unset): Query parameters; arrays repeat the key.
         timeout_ms (int | None | Unset): Upper bound of the whole exchange, in milliseconds (default: the
-            route's timeout; at most 300000).
+            route's timeout; at most 300000). A whole number; `1500.0` is 1500.
     """
 
     path: str
