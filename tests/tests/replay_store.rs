@@ -525,20 +525,27 @@ async fn an_append_batch_is_one_round_trip_whatever_its_size() {
         Some(&100),
         "inside the script: {hundred:?}"
     );
-    // Besides the XADDs the same fixed work, whatever the batch size. The
-    // clock and oldest-entry reads of age trimming vary with timing (and so
-    // does the caller's clock read for the deadline), not with the batch.
-    let without_xadd = |d: &HashMap<String, u64>| {
+    // Besides the XADDs the same fixed work, whatever the batch size: no
+    // command grows with the batch. Counts may differ by a little that has
+    // nothing to do with the batch: the clock and oldest-entry reads of age
+    // trimming vary with timing, the producer's lease renewal ticks in the
+    // background, a loaded machine makes the client open a pooled
+    // connection (`CLIENT ID`, `INFO`), and `INFO` is how the test reads
+    // the counters. A per-event round trip would show up a hundredfold.
+    let fixed = |d: &HashMap<String, u64>| {
         let mut d = d.clone();
         for varying in ["xadd", "time", "xrange"] {
             d.remove(varying);
         }
         d
     };
-    assert_eq!(
-        without_xadd(&one),
-        without_xadd(&hundred),
-        "the same fixed work besides the XADDs"
-    );
+    let (one_fixed, hundred_fixed) = (fixed(&one), fixed(&hundred));
+    for (command, n) in &hundred_fixed {
+        let base = one_fixed.get(command).copied().unwrap_or(0);
+        assert!(
+            *n <= base + 2,
+            "{command} ran {n} times for 100 events, {base} for one: {one:?} vs {hundred:?}"
+        );
+    }
     env.assert_logs_clean();
 }
