@@ -9,11 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use http::Method;
 use rhizome_tests::harness::fixture::{self, OnRedisCluster, Tuning};
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::secrets::ADMIN_TOKEN;
-use rhizome_tests::harness::sse::{Event, Reader};
+use rhizome_tests::harness::secrets::CLIENT_KEY;
+use rhizome_tests::harness::sse::{self, numbers, Reader};
 use rhizome_tests::harness::{mcp, wait_for, Node};
 use serde_json::json;
 
@@ -195,31 +195,10 @@ async fn mcp_sessions_on_a_redis_cluster_work_across_nodes() {
 
 const REPLAY: &str = "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"";
 
+/// Opens `path` on `node` as the test client, resuming after `last`.
 async fn open(node: &Node, path: &str, last: Option<&str>) -> (u16, Reader) {
-    let key = fixture::bearer();
-    let mut h = vec![
-        ("authorization", key.as_str()),
-        ("accept", "text/event-stream"),
-    ];
-    if let Some(id) = last {
-        h.push(("last-event-id", id));
-    }
-    let resp = Client::new()
-        .open(Method::GET, &node.url(path), &h, "")
-        .await;
-    (resp.status().as_u16(), Reader::new(resp.into_body()))
-}
-
-fn numbers(events: &[Event]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|ev| {
-            serde_json::from_str::<serde_json::Value>(&ev.data)
-                .ok()
-                .and_then(|v| v["n"].as_u64())
-                .unwrap_or_else(|| panic!("not an upstream event: {ev:?}"))
-        })
-        .collect()
+    let (status, reader, _) = sse::open(node, path, CLIENT_KEY, last).await;
+    (status, reader)
 }
 
 /// S2: a client drops after 40 of 120 events and resumes through another

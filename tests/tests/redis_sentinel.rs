@@ -9,11 +9,11 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use http::Method;
 use rhizome_tests::harness::fixture::{self, SentinelCluster, Tuning};
 use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::secrets::CLIENT_KEY;
 use rhizome_tests::harness::sentinel::FAILOVER_TIMEOUT_MS;
-use rhizome_tests::harness::sse::{Event, Reader};
+use rhizome_tests::harness::sse::{self, numbers, Reader};
 use rhizome_tests::harness::{mcp, wait_for, Node};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,31 +25,8 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Opens the test stream on `node`, resuming after `last` when given.
 async fn open(node: &Node, last: Option<&str>) -> (u16, Reader) {
-    let key = fixture::bearer();
-    let mut h = vec![
-        ("authorization", key.as_str()),
-        ("accept", "text/event-stream"),
-    ];
-    if let Some(id) = last {
-        h.push(("last-event-id", id));
-    }
-    let resp = Client::new()
-        .open(Method::GET, &node.url(STREAM), &h, "")
-        .await;
-    (resp.status().as_u16(), Reader::new(resp.into_body()))
-}
-
-/// The upstream's event numbers.
-fn numbers(events: &[Event]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|ev| {
-            serde_json::from_str::<serde_json::Value>(&ev.data)
-                .ok()
-                .and_then(|v| v["n"].as_u64())
-                .unwrap_or_else(|| panic!("not an upstream event: {ev:?}"))
-        })
-        .collect()
+    let (status, reader, _) = sse::open(node, STREAM, CLIENT_KEY, last).await;
+    (status, reader)
 }
 
 /// A resume after `last` on `node` replays 11..=30 exactly.

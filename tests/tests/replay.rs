@@ -12,7 +12,7 @@ use http::Method;
 use rhizome_tests::harness::fixture::{self, Tuning};
 use rhizome_tests::harness::http::Client;
 use rhizome_tests::harness::secrets::OTHER_CLIENT_KEY;
-use rhizome_tests::harness::sse::{Event, Reader};
+use rhizome_tests::harness::sse::{open, Event, Reader};
 use rhizome_tests::harness::Node;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,32 +22,6 @@ const REPLAY: &str = "replay = true\non_client_disconnect = \"detach\"\ndetach_g
 const REPLAY_20_EVENTS: &str =
     "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"\nbuffer_events = 20";
 const REPLAY_SHORT_TTL: &str = "replay = true\non_client_disconnect = \"detach\"\ndetach_grace = \"20s\"\nbuffer_events = 50\nbuffer_ttl = \"3s\"";
-
-/// Opens `path` on `node` as the test client, optionally resuming.
-async fn open(
-    node: &Node,
-    path: &str,
-    key: &str,
-    last_id: Option<&str>,
-) -> (u16, Reader, Option<String>) {
-    let auth = format!("Bearer {key}");
-    let mut h = vec![
-        ("authorization", auth.as_str()),
-        ("accept", "text/event-stream"),
-    ];
-    if let Some(id) = last_id {
-        h.push(("last-event-id", id));
-    }
-    let resp = Client::new()
-        .open(Method::GET, &node.url(path), &h, "")
-        .await;
-    let status = resp.status().as_u16();
-    let gap_header = resp
-        .headers()
-        .get("rhizome-last-event-id")
-        .map(|v| v.to_str().unwrap_or("").to_string());
-    (status, Reader::new(resp.into_body()), gap_header)
-}
 
 /// One node on the embedded default with `sse` as route `e`'s `[routes.sse]`.
 async fn replay_world(test: &str, sse: &'static str) -> fixture::World {

@@ -4,8 +4,53 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use http::Method;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use super::http::Client;
+use super::Node;
+
+/// Opens the event stream `path` on `node` as the client with `key`,
+/// resuming after `last_id` when given: the status, the events, and the
+/// `rhizome-last-event-id` header a resume into a gap carries.
+pub async fn open(
+    node: &Node,
+    path: &str,
+    key: &str,
+    last_id: Option<&str>,
+) -> (u16, Reader, Option<String>) {
+    let auth = format!("Bearer {key}");
+    let mut h = vec![
+        ("authorization", auth.as_str()),
+        ("accept", "text/event-stream"),
+    ];
+    if let Some(id) = last_id {
+        h.push(("last-event-id", id));
+    }
+    let resp = Client::new()
+        .open(Method::GET, &node.url(path), &h, "")
+        .await;
+    let status = resp.status().as_u16();
+    let gap_header = resp
+        .headers()
+        .get("rhizome-last-event-id")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    (status, Reader::new(resp.into_body()), gap_header)
+}
+
+/// The mock upstream's event numbers (`{"n": k}` data) of `events`.
+pub fn numbers(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|ev| {
+            serde_json::from_str::<serde_json::Value>(&ev.data)
+                .ok()
+                .and_then(|v| v["n"].as_u64())
+                .unwrap_or_else(|| panic!("not an upstream event: {ev:?}"))
+        })
+        .collect()
+}
 
 /// One event as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
