@@ -114,6 +114,16 @@ async fn curl_x_to_a_routed_host_gets_the_credential_and_nothing_else_passes() {
     assert!(h.get("proxy-authorization").is_none(), "forwarded: {h}");
     assert_eq!(h["x-forwarded-host"], "api.internal");
 
+    // The node's own intent path on a forwarded host is that host's path.
+    let r = curl(
+        &node,
+        "http://api.internal/v1/proxy",
+        &["--proxy-header", &proxy_auth],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["path"], "/v1/proxy", "reached the upstream");
+
     // The usual client headers work too; a route's path prefix still applies.
     let r = curl(&node, "http://static.internal/v2/x", &["-H", &bearer]).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -168,6 +178,7 @@ async fn curl_x_to_a_routed_host_gets_the_credential_and_nothing_else_passes() {
     // Only the routed requests reached the upstream.
     let stats = mock.stats().await;
     assert_eq!(stats["requests_by_path"]["/v1/items"], 1, "{stats}");
+    assert_eq!(stats["requests_by_path"]["/v1/proxy"], 1, "{stats}");
     assert_eq!(stats["requests_by_path"]["/v2/x"], 1, "{stats}");
     assert_eq!(stats["requests_by_path"]["/x"], 1, "{stats}");
     let log = node.proc.log_text();

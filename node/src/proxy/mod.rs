@@ -111,7 +111,10 @@ impl Proxy {
         // The phases' future is kilobytes and boxed: hyper keeps a slot of
         // the service future's size for every connection, idle or not, so
         // only this small one stays there between requests.
-        let result = if req.uri().path() == self.app.intent_path {
+        // A forward-proxy request names its host: `/v1/proxy` there is that
+        // host's path, never this node's intent API.
+        let forwarded = self.app.forward_proxy && forward::is_absolute_form(&req);
+        let result = if req.uri().path() == self.app.intent_path && !forwarded {
             Box::pin(intent::handle(self, &mut ctx, req)).await
         } else {
             Box::pin(self.transparent(&mut ctx, req)).await
