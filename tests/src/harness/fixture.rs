@@ -295,14 +295,7 @@ pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -
     let env = Env::new(test);
     let redis = env.redis().await;
     let mock = mock(&env, mock_args).await;
-    let tuning = Tuning {
-        extra: redis_lock(&redis.url(), tuning.op_timeout) + &tuning.extra,
-        ..tuning
-    };
-    let mut nodes = Vec::new();
-    for i in 1..=n {
-        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
-    }
+    let (tuning, nodes) = redis_lock_nodes(&env, &mock, &redis.url(), n, tuning).await;
     Cluster {
         env,
         redis,
@@ -310,6 +303,26 @@ pub async fn cluster(test: &str, mock_args: &[&str], n: usize, tuning: Tuning) -
         nodes,
         tuning,
     }
+}
+
+/// `n` ready nodes `n1`, `n2`, … on the standard config with `tuning` plus
+/// the `redis-lock` tables for `redis_url`; the tuning they run with.
+async fn redis_lock_nodes(
+    env: &Env,
+    mock: &Mock,
+    redis_url: &str,
+    n: usize,
+    tuning: Tuning,
+) -> (Tuning, Vec<Node>) {
+    let tuning = Tuning {
+        extra: redis_lock(redis_url, tuning.op_timeout) + &tuning.extra,
+        ..tuning
+    };
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(node(env, &format!("n{i}"), mock, &tuning).await);
+    }
+    (tuning, nodes)
 }
 
 /// Several nodes sharing a Redis behind Sentinel in `redis-lock` mode.
@@ -331,14 +344,7 @@ pub async fn sentinel_cluster(test: &str, n: usize, tuning: Tuning) -> SentinelC
     let env = Env::new(test);
     let set = env.sentinel_set().await;
     let mock = mock(&env, &[]).await;
-    let tuning = Tuning {
-        extra: redis_lock(&set.url(), tuning.op_timeout) + &tuning.extra,
-        ..tuning
-    };
-    let mut nodes = Vec::new();
-    for i in 1..=n {
-        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
-    }
+    let (_, nodes) = redis_lock_nodes(&env, &mock, &set.url(), n, tuning).await;
     SentinelCluster {
         env,
         set,
@@ -383,14 +389,7 @@ pub async fn on_redis_cluster_with(
     let env = Env::new(test);
     let redis = env.redis_cluster_with(replicas).await;
     let mock = mock(&env, mock_args).await;
-    let tuning = Tuning {
-        extra: redis_lock(&redis.url(), tuning.op_timeout) + &tuning.extra,
-        ..tuning
-    };
-    let mut nodes = Vec::new();
-    for i in 1..=n {
-        nodes.push(node(&env, &format!("n{i}"), &mock, &tuning).await);
-    }
+    let (_, nodes) = redis_lock_nodes(&env, &mock, &redis.url(), n, tuning).await;
     OnRedisCluster {
         env,
         redis,
