@@ -22,6 +22,7 @@ pub(crate) async fn stats(State(state): State<Arc<MockState>>) -> Response {
     doc["sse_manual_open"] = json!(manual);
     doc["mcp_sessions_live"] = json!(mcp_live);
     doc["connections_accepted"] = json!(super::server::accepted());
+    doc["connections_closed"] = json!(super::server::closed());
     Json(doc).into_response()
 }
 

@@ -65,10 +65,27 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
 
 /// Connections accepted so far (tests check pooled connections are reused).
 static ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Connections that have ended so far (a client that drops a connection
+/// instead of reusing it shows here).
+static CLOSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Connections accepted so far.
 pub(crate) fn accepted() -> u64 {
     ACCEPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Connections ended so far.
+pub(crate) fn closed() -> u64 {
+    CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts its connection as ended when dropped, however the task ends.
+struct CountClose;
+
+impl Drop for CountClose {
+    fn drop(&mut self) {
+        CLOSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, then drains briefly.
@@ -111,6 +128,7 @@ pub(crate) async fn serve(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _count = CountClose;
             let result =
                 match tls {
                     None => {
