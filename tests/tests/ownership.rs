@@ -428,7 +428,10 @@ async fn a_joining_node_takes_only_its_share_and_sigterm_hands_over_at_once() {
     // Named so that rendezvous hashing gives it 2 of the 8 shared credentials.
     let n4 = world.add_node("n7").await;
     sampler.add(world.name(n4), world.nodes[n4].admin_url(""));
-    let after = world.wait_owned(&[0, 1, 2, 3]).await;
+    // Complete is not enough: the assignment before the join is complete too.
+    let after = world
+        .wait_owned_such(&[0, 1, 2, 3], |o| o.values().any(|i| *i == n4))
+        .await;
     let moved: Vec<_> = before.iter().filter(|(c, o)| after[*c] != **o).collect();
     assert!(
         moved.iter().all(|(c, _)| after[*c] == n4),
@@ -449,14 +452,23 @@ async fn a_joining_node_takes_only_its_share_and_sigterm_hands_over_at_once() {
     let took = stopping.elapsed();
     // Handed over because it said goodbye, not because it went silent for
     // node_ttl (the log of the leader that applied it says which).
-    let logs: String = (1..=3).map(|id| world.coords.log_text(id)).collect();
-    let about_n7 = |message: &str| {
+    // The coordinators write their logs from a thread of their own: wait
+    // for the line rather than read once.
+    let about_n7 = |logs: &str, message: &str| {
         logs.lines()
             .any(|l| l.contains(message) && l.contains("\"node\":\"n7\""))
     };
-    assert!(about_n7("\"node left\""), "no leave of n7 applied:\n{logs}");
+    let logs = wait_for(
+        "the leave of n7 in a coordinator's log",
+        Duration::from_secs(10),
+        || {
+            let logs: String = (1..=3).map(|id| world.coords.log_text(id)).collect();
+            std::future::ready(about_n7(&logs, "\"node left\"").then_some(logs))
+        },
+    )
+    .await;
     assert!(
-        !about_n7("node declared dead"),
+        !about_n7(&logs, "node declared dead"),
         "n7 was declared dead instead of leaving"
     );
     for c in &mine {

@@ -147,6 +147,16 @@ impl RaftWorld {
     /// Waits until every shared credential has exactly one owner acting on
     /// it among the nodes `among`; returns credential → node index.
     pub async fn wait_owned(&self, among: &[usize]) -> BTreeMap<String, usize> {
+        self.wait_owned_such(among, |_| true).await
+    }
+
+    /// [`Self::wait_owned`] until the owners also satisfy `settled` (a
+    /// complete assignment can still be the one before a change).
+    pub async fn wait_owned_such(
+        &self,
+        among: &[usize],
+        settled: impl Fn(&BTreeMap<String, usize>) -> bool,
+    ) -> BTreeMap<String, usize> {
         let admin: Vec<(String, String)> = among
             .iter()
             .map(|i| (self.name(*i), self.nodes[*i].admin_url("")))
@@ -156,21 +166,24 @@ impl RaftWorld {
             Duration::from_secs(30),
             || {
                 let admin = admin.clone();
+                let settled = &settled;
                 async move {
                     let owners = self_owners(&admin).await?;
                     let expected = shared_credentials();
                     let complete = expected
                         .iter()
                         .all(|c| owners.get(c).is_some_and(|o| o.len() == 1));
-                    complete.then(|| {
-                        owners
-                            .into_iter()
-                            .map(|(c, o)| {
-                                let idx = self.names.iter().position(|n| *n == o[0]);
-                                (c, idx.unwrap_or(usize::MAX))
-                            })
-                            .collect()
-                    })
+                    if !complete {
+                        return None;
+                    }
+                    let owners: BTreeMap<String, usize> = owners
+                        .into_iter()
+                        .map(|(c, o)| {
+                            let idx = self.names.iter().position(|n| *n == o[0]);
+                            (c, idx.unwrap_or(usize::MAX))
+                        })
+                        .collect();
+                    settled(&owners).then_some(owners)
                 }
             },
         )
