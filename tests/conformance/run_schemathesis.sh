@@ -2,7 +2,8 @@
 # Runs schemathesis against a running node's own OpenAPI document, once per
 # listener: the admin listener's operations (every tag but `proxy`) with the
 # admin token, the proxy listener's intent API (tag `proxy`) with a client
-# key (schemathesis.toml maps the document's security schemes to them). Every check, bounded by examples per operation and a time budget per
+# key (schemathesis.toml maps the document's security schemes to them).
+# Every check, bounded by examples per operation and a time budget per
 # listener, with a fixed seed so a failure replays (override with
 # RHIZOME_SCHEMATHESIS_SEED). Exits non-zero when either run finds a failure.
 #
@@ -19,7 +20,10 @@ report_dir=${3:?report directory}
 seed=${RHIZOME_SCHEMATHESIS_SEED:-20260501}
 examples=${RHIZOME_SCHEMATHESIS_EXAMPLES:-25}
 seconds=${RHIZOME_SCHEMATHESIS_SECONDS:-60}
-conf="$(cd "$(dirname "$0")" && pwd)/schemathesis.toml"
+here="$(cd "$(dirname "$0")" && pwd)"
+conf="$here/schemathesis.toml"
+# rhizome_hooks.py: deadlines the mock can meet (see the file).
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=rhizome_hooks
 mkdir -p "$report_dir"
 cd "$report_dir"
 

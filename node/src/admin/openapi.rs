@@ -191,7 +191,7 @@ const FIELD_VALUE_PATTERN: &str = "^[^\\x00-\\x08\\x0a-\\x1f\\x7f]*$";
 
 /// What the intent envelope's fields accept, beyond their types, in the
 /// JSON Schema keywords utoipa's annotations cannot spell (`propertyNames`,
-/// patterns on map values, type lists): so that every schema-valid envelope
+/// patterns on map values, type lists, `not`): so that every schema-valid envelope
 /// is one the node takes, and every one it refuses is schema-invalid.
 fn intent_constraints(components: &mut utoipa::openapi::Components) {
     let Some(RefOr::T(Schema::Object(intent))) = components.schemas.get_mut("IntentRequest") else {
@@ -212,6 +212,7 @@ fn intent_constraints(components: &mut utoipa::openapi::Components) {
     };
     for (field, pattern) in [
         ("path", crate::proxy::intent::PATH_PATTERN),
+        ("body_base64", crate::proxy::intent::BASE64_PATTERN),
         ("method", TOKEN_PATTERN),
     ] {
         if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut(field) {
@@ -224,6 +225,18 @@ fn intent_constraints(components: &mut utoipa::openapi::Components) {
             string(FIELD_VALUE_PATTERN).into(),
         )));
     }
+    // `json` and `body_base64` exclude each other (a `null` is as good as
+    // absent). utoipa has no `not` keyword; its extensions map is flattened
+    // into the schema object, so the keyword goes there (inserted directly:
+    // the builder would prefix `x-`).
+    let both = serde_json::json!({
+        "required": ["json", "body_base64"],
+        "properties": {"json": {"not": {"type": "null"}}, "body_base64": {"type": "string"}},
+    });
+    intent
+        .extensions
+        .get_or_insert_with(Default::default)
+        .insert("not".into(), both);
     if let Some(RefOr::T(Schema::Object(o))) = intent.properties.get_mut("params") {
         let value = OneOfBuilder::new()
             .item(scalar())

@@ -40,6 +40,8 @@ pub struct RequestCtx {
     pub credential: Option<Arc<Credential>>,
     /// Bound of token acquisition plus the upstream's response head.
     pub deadline: Option<tokio::time::Instant>,
+    /// The time `deadline` allowed when it was set (for error messages).
+    pub timeout: Option<Duration>,
     /// The upstream request as a recorded stream would reopen it.
     pub reopen: Option<ReopenRequest>,
     /// The rate-limit headers of an admitted, rate-limited client.
@@ -62,6 +64,7 @@ impl RequestCtx {
             session: Session::Off,
             credential: None,
             deadline: None,
+            timeout: None,
             reopen: None,
             rate: None,
             stream: None,
@@ -78,13 +81,19 @@ impl RequestCtx {
     /// Records the route and starts the request's deadline (`route.timeout`).
     pub fn set_route(&mut self, route: Arc<Route>) {
         self.log.route = route.name.clone();
-        self.deadline = Some(tokio::time::Instant::now() + route.timeout);
+        self.set_timeout(route.timeout);
         self.route = Some(route);
     }
 
     /// Overrides the deadline (the intent API's `timeout_ms`).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.deadline = Some(tokio::time::Instant::now() + timeout);
+        self.timeout = Some(timeout);
+    }
+
+    /// The time the request's deadline allows (`fallback` when none was set).
+    pub fn timeout(&self, fallback: Duration) -> Duration {
+        self.timeout.unwrap_or(fallback)
     }
 
     /// The request's deadline (a route's default when none was set).

@@ -55,6 +55,7 @@ impl Proxy {
         body: &mut OutBody,
     ) -> Result<Exchange, ProxyError> {
         let deadline = ctx.deadline(route.timeout);
+        let budget = ctx.timeout(route.timeout);
         let mut picked = self.pick_credential(route, req.inject, deadline).await?;
         let mut retries = 0;
         // The 401 retry happens once, whatever connect-error failovers did.
@@ -62,8 +63,9 @@ impl Proxy {
         loop {
             let headers = inject(&req.headers, picked.as_ref())?;
             let started = Instant::now();
-            let (response, more, target) =
-                self.forward(route, deadline, req, headers, body).await?;
+            let (response, more, target) = self
+                .forward(route, (deadline, budget), req, headers, body)
+                .await?;
             retries += more;
             let upstream = started.elapsed();
             route.metrics.upstream_duration(&route.name, upstream);
@@ -115,10 +117,11 @@ impl Proxy {
     /// replayable body is retried once on another target.
     /// `headers` are `req`'s with the token injected; they are moved into the
     /// request, copied only when a connect-error retry may need them again.
+    /// `deadline` is the instant and the time it allowed.
     async fn forward(
         &self,
         route: &Route,
-        deadline: tokio::time::Instant,
+        (deadline, budget): (tokio::time::Instant, Duration),
         req: &Outgoing,
         mut headers: HeaderMap,
         body: &mut OutBody,
@@ -153,7 +156,7 @@ impl Proxy {
                     upstream.report(idx, Outcome::Failed);
                     return Err(ProxyError::new(
                         ErrorCode::UpstreamTimeout,
-                        format!("upstream did not answer within {:?}", route.timeout),
+                        format!("upstream did not answer within {budget:?}"),
                     ));
                 }
                 Ok(Ok(resp)) => {

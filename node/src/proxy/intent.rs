@@ -47,6 +47,13 @@ pub const PATH_PATTERN: &str = concat!(
     ")?)+$"
 );
 
+/// What `body_base64` accepts: canonical padded base64 of the standard
+/// alphabet, the bits after the last byte zero (the decoder refuses others).
+pub const BASE64_PATTERN: &str = concat!(
+    "^(?:[A-Za-z0-9+/]{4})*",
+    "(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$"
+);
+
 /// A request to send through a route.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -72,13 +79,15 @@ pub struct IntentRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub json: Option<serde_json::Value>,
-    /// Binary body, base64 (standard alphabet, padded); not with `json`.
+    /// Binary body, base64 (standard alphabet, padded, canonical: the bits
+    /// after the last byte are zero); not with `json`.
     #[serde(default)]
-    #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub body_base64: Option<String>,
     /// Upper bound of the whole exchange, in milliseconds (default: the
-    /// route's timeout; at most 300000). A whole number; `1500.0` is 1500.
+    /// route's timeout; larger values are capped at 300000). A whole number
+    /// of at least 1; `1500.0` is 1500.
     #[serde(default, deserialize_with = "whole_ms")]
+    #[schema(minimum = 1)]
     pub timeout_ms: Option<u64>,
 }
 
@@ -113,19 +122,22 @@ pub struct IntentResponse {
 }
 
 /// `timeout_ms` as JSON Schema's `integer` means it: any whole number,
-/// `1500` or `1500.0` (larger than `u64` saturates; the cap applies anyway).
+/// `1500` or `1500.0` (larger than `u64` saturates; the cap applies anyway),
+/// at least 1 (a zero deadline could only ever answer 504).
 fn whole_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
     };
-    if let Some(ms) = n.as_u64() {
-        return Ok(Some(ms));
-    }
-    match n.as_f64() {
+    let ms = match (n.as_u64(), n.as_f64()) {
+        (Some(ms), _) => Some(ms),
         // `as` saturates at u64::MAX, which the 300 s cap then bounds.
-        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 => Some(f as u64),
+        _ => None,
+    };
+    match ms {
+        Some(ms) if ms >= 1 => Ok(Some(ms)),
         _ => Err(serde::de::Error::custom(format!(
-            "timeout_ms must be a whole number of milliseconds >= 0, not {n}"
+            "timeout_ms must be a whole number of milliseconds >= 1, not {n}"
         ))),
     }
 }
@@ -440,8 +452,29 @@ mod tests {
     }
 
     #[test]
+    fn base64_with_stray_bits_after_the_last_byte_is_refused() {
+        for (b64, ok) in [
+            ("AA==", true),
+            ("00==", false),
+            ("AAE=", true),
+            ("AAF=", false),
+        ] {
+            let raw = format!(r#"{{"route":"r","path":"/","body_base64":"{b64}"}}"#);
+            assert_eq!(check_envelope(raw.as_bytes()).is_ok(), ok, "{b64}");
+        }
+    }
+
+    #[test]
     fn whole_float_timeouts_are_milliseconds() {
-        for (t, want) in [("1500", 1500), ("1500.0", 1500), ("0.0", 0), ("1e3", 1000)] {
+        // The last: a whole float that parses exactly only with
+        // serde_json's float_roundtrip (it was off by a fraction before).
+        for (t, want) in [
+            ("1500", 1500),
+            ("1500.0", 1500),
+            ("1.0", 1),
+            ("1e3", 1000),
+            ("2243447190447217.0", 2243447190447217),
+        ] {
             let raw = format!(r#"{{"route":"r","path":"/","timeout_ms":{t}}}"#);
             assert_eq!(
                 parse(raw.as_bytes()).map(|i| i.timeout_ms).ok(),
@@ -449,7 +482,7 @@ mod tests {
                 "{t}"
             );
         }
-        for t in ["1.5", "-1", "-1.0", "\"5\""] {
+        for t in ["0", "0.0", "1.5", "-1", "-1.0", "\"5\""] {
             let raw = format!(r#"{{"route":"r","path":"/","timeout_ms":{t}}}"#);
             assert!(parse(raw.as_bytes()).is_err(), "{t}");
         }
@@ -486,6 +519,18 @@ mod tests {
             let extra = params.map_or(String::new(), |p| format!(r#","params":{}"#, serde_json::json!(p)));
             let (_, sent, _) = check_envelope(&envelope(&path, &extra)).expect("accepted");
             prop_assert!(sent.starts_with(&path));
+        }
+
+        /// Every body the document's pattern allows decodes (the pattern
+        /// is no looser than the decoder).
+        #[test]
+        fn bodies_the_document_allows_decode(
+            b64 in proptest::string::string_regex(
+                BASE64_PATTERN.trim_start_matches('^').trim_end_matches('$')
+            ).expect("pattern"),
+        ) {
+            let raw = format!(r#"{{"route":"r","path":"/","body_base64":"{b64}"}}"#);
+            prop_assert!(check_envelope(raw.as_bytes()).is_ok(), "{}", b64);
         }
 
         /// Whatever the bytes, the envelope's checks answer without panicking.

@@ -24,13 +24,15 @@ class IntentRequest:
             Segments of URI path characters (`%` only as `%XX`), no `.` or `..`
             segment (nor their `%2e` spellings), no query or fragment.
         route (str): Route name.
-        body_base64 (None | str | Unset): Binary body, base64 (standard alphabet, padded); not with `json`.
+        body_base64 (None | str | Unset): Binary body, base64 (standard alphabet, padded, canonical: the bits
+            after the last byte are zero); not with `json`.
         headers (IntentRequestHeadersType0 | None | Unset): Extra request headers.
         json (Any | Unset): JSON body, any JSON value (sent as `application/json`).
         method (None | str | Unset): HTTP method (default `GET`).
         params (IntentRequestParamsType0 | None | Unset): Query parameters; arrays repeat the key.
         timeout_ms (int | None | Unset): Upper bound of the whole exchange, in milliseconds (default: the
-            route's timeout; at most 300000). A whole number; `1500.0` is 1500.
+            route's timeout; larger values are capped at 300000). A whole number
+            of at least 1; `1500.0` is 1500.
     """
 
     path: str
