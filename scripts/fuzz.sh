@@ -9,6 +9,10 @@
 # test in the normal suite before fixing it.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
+#
+# FUZZ_DEV=1 builds the targets unoptimized (with debug assertions and
+# overflow checks): minutes less to build, fewer runs per second; CI's short
+# run uses it, the long local runs keep the optimized build.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-20}
@@ -25,8 +29,10 @@ if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo fuzz list)
 fi
 
-echo "==> building ${#targets[@]} fuzz targets"
-nice -n 10 cargo fuzz build -O --sanitizer none
+build=(-O)
+[ "${FUZZ_DEV:-0}" = 1 ] && build=(--dev)
+echo "==> building ${#targets[@]} fuzz targets (${build[*]})"
+nice -n 10 cargo fuzz build "${build[@]}" --sanitizer none
 
 for target in "${targets[@]}"; do
   corpus=corpus/$target
@@ -35,7 +41,7 @@ for target in "${targets[@]}"; do
   [ -d "seeds/$target" ] && seeds+=("seeds/$target")
   echo "==> fuzzing $target for ${seconds}s"
   log=$CARGO_TARGET_DIR/fuzz-$target.log
-  if ! nice -n 10 cargo fuzz run -O --sanitizer none "$target" "$corpus" "${seeds[@]}" -- \
+  if ! nice -n 10 cargo fuzz run "${build[@]}" --sanitizer none "$target" "$corpus" "${seeds[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     echo "FAIL: $target crashed; the input is in fuzz/artifacts/$target/:" >&2
     tail -40 "$log" >&2
