@@ -59,6 +59,7 @@
 //! the two apart. A lock taken that way ends with its lease.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis_tls;
 use crate::metrics;
+
+/// A boxed, sendable future (see [`Redis::run`]).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// While Redis is down, one operation per interval is let through as a probe.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
@@ -415,7 +419,20 @@ impl Redis {
 
     /// Runs one operation under the breaker, `op_timeout` and metrics. Its
     /// commands come from [`Redis::client`], so fred gives them up first.
-    pub async fn run<T, F>(&self, op: &'static str, fut: F) -> Result<T, StateError>
+    ///
+    /// The operation runs boxed: a fred command's future is about 15 KiB, and
+    /// held inline it would make every future that may await a Redis
+    /// operation that large — the proxy's request future included, copied
+    /// whole each time it moves, on every request, Redis or not.
+    pub fn run<'a, T, F>(&'a self, op: &'static str, fut: F) -> BoxFuture<'a, Result<T, StateError>>
+    where
+        F: Future<Output = Result<T, FredError>> + Send + 'a,
+        T: Send + 'a,
+    {
+        Box::pin(self.run_inline(op, fut))
+    }
+
+    async fn run_inline<T, F>(&self, op: &'static str, fut: F) -> Result<T, StateError>
     where
         F: Future<Output = Result<T, FredError>>,
     {
@@ -451,7 +468,7 @@ impl Redis {
     /// (`TIME` for a deadline, `EVALSHA`, `SCRIPT LOAD` and `EVALSHA` again
     /// after `NOSCRIPT`) share one budget that fred ends before `run` does.
     /// Arguments may be binary (`Bytes`, `Vec<u8>`) as well as text.
-    pub async fn eval<R: FromValue>(
+    pub async fn eval<R: FromValue + Send>(
         &self,
         op: &'static str,
         script: &Script,
@@ -469,7 +486,7 @@ impl Redis {
             .await
     }
 
-    async fn eval_steps<R: FromValue>(
+    async fn eval_steps<R: FromValue + Send>(
         &self,
         script: &Script,
         keys: Vec<String>,

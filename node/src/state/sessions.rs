@@ -217,7 +217,7 @@ impl RedisSessionStore {
 
     /// One sorted-set command on the index (the enabled fred interfaces have
     /// no sorted sets).
-    async fn index<R: fred::types::FromValue>(
+    async fn index<R: fred::types::FromValue + Send>(
         &self,
         op: &'static str,
         cmd: &'static str,
