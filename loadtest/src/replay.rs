@@ -47,6 +47,8 @@ pub struct Rate {
     pub elapsed: Duration,
     /// True when the time limit ended the stream.
     pub time_limited: bool,
+    /// Redis's own CPU time over the row, when the row's node uses Redis.
+    pub redis_cpu: Option<Duration>,
 }
 
 impl Rate {
@@ -54,6 +56,26 @@ impl Rate {
     pub fn per_sec(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// Events per second of Redis CPU: the appends one Redis core takes.
+    pub fn per_redis_cpu_sec(&self) -> Option<f64> {
+        self.redis_cpu
+            .map(|cpu| self.events as f64 / cpu.as_secs_f64().max(1e-9))
+    }
+}
+
+/// Redis's own CPU time so far (`INFO cpu`: user plus system, main process).
+pub fn redis_cpu(redis: &RedisServer) -> Duration {
+    let info = redis.cli(&["INFO", "cpu"]);
+    let secs: f64 = info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(secs.max(0.0))
 }
 
 /// Relays `streams` concurrent copies of the `GET` stream `t` to their end
@@ -77,6 +99,7 @@ pub async fn rate(
         events: 0,
         elapsed: Duration::ZERO,
         time_limited: false,
+        redis_cpu: None,
     };
     while let Some(r) = set.join_next().await {
         let r = r.context("stream task")??;
@@ -128,6 +151,7 @@ async fn one_stream(client: &HttpClient, t: &Target, max_time: Duration) -> anyh
         events,
         elapsed: began.map_or(Duration::ZERO, |b| b.elapsed()),
         time_limited,
+        redis_cpu: None,
     })
 }
 

@@ -250,13 +250,20 @@ pub fn render_replay(facts: &Facts, r: &ReplayResults) -> String {
     );
 
     let _ = writeln!(s, "### Events/s relayed by one node\n");
-    let _ = writeln!(s, "| path | events | seconds | events/s |");
-    let _ = writeln!(s, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| path | events | seconds | events/s | Redis CPU s | events per Redis CPU-second |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for x in &r.rates {
         let mark = if x.time_limited { "*" } else { "" };
+        let (cpu, per_cpu) = match (x.redis_cpu, x.per_redis_cpu_sec()) {
+            (Some(c), Some(p)) => (format!("{:.2}", c.as_secs_f64()), format!("{p:.0}")),
+            _ => ("–".to_owned(), "–".to_owned()),
+        };
         let _ = writeln!(
             s,
-            "| {} | {}{mark} | {:.2} | {:.0} |",
+            "| {} | {}{mark} | {:.2} | {:.0} | {cpu} | {per_cpu} |",
             x.name,
             x.events,
             x.elapsed.as_secs_f64(),
@@ -268,7 +275,8 @@ pub fn render_replay(facts: &Facts, r: &ReplayResults) -> String {
         "\n{} concurrent `GET …/sse?count={}&interval_ms=0` streams per row (one mock \
          stream is timer-paced at about 900 events/s), timed from sending the requests to \
          the end of the last stream; events counted by their blank line. \\* = stopped by \
-         the time limit.\n",
+         the time limit. Redis CPU is `INFO cpu` (user + system) over the Redis row: \
+         events per Redis CPU-second is what one Redis core appends at most.\n",
         r.streams, r.events
     );
 
