@@ -78,7 +78,8 @@ def throughput(by_label):
 
 def latency(by_label, fractions):
     rows = ["| rate | proxy | added p50 ms | added p99 ms | added p99.9 ms | "
-            "CPU-µs/req | flagged |", "|---|---|---|---|---|---|---|"]
+            "worst round's added p99 ms | CPU-µs/req | flagged |",
+            "|---|---|---|---|---|---|---|---|"]
     for frac in fractions:
         direct = by_label.get(f"direct@{frac}", [])
         base = {k: spread([num(r, k) for r in direct])[0]
@@ -92,6 +93,10 @@ def latency(by_label, fractions):
                 med, _ = spread([num(r, k) for r in runs])
                 cells.append("–" if med is None or base[k] is None
                              else f"{med - base[k]:+.3f}")
+            # The median hides a round with a stall; the worst round shows it.
+            p99s = [v for v in (num(r, "p99_ms") for r in runs) if v is not None]
+            cells.append("–" if not p99s or base["p99_ms"] is None
+                         else f"{max(p99s) - base['p99_ms']:+.3f}")
             _, cpu_s = spread([num(r, "cpu_us_per_req") for r in runs])
             rate = runs[0].get("rate", "?")
             rows.append(f"| {frac} ({rate}/s) | {proxy} | {' | '.join(cells)} "

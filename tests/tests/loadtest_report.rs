@@ -29,6 +29,7 @@ fn report_has_every_table_ratio_flag_and_plot() {
         "| haproxy |",
         "## Added latency over direct",
         "| 25% (1098/s) | nginx | +0.608 |",
+        "worst round's added p99 ms",
         "## Memory",
         "| node | 17732 | 23888 | 1.2 |",
         // Every proxy run of the recording had its core taken by other work.
