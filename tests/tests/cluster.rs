@@ -3,10 +3,10 @@
 //! credential per refresh cycle cluster-wide (G1), and a rotation hit by 300
 //! concurrent requests over three nodes refreshed exactly once (G2).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhizome_tests::harness::fixture::{self, Tuning};
-use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::http::{steady_gets, Client};
 use rhizome_tests::harness::metrics;
 use serde_json::json;
 
@@ -99,30 +99,13 @@ async fn steady_load_on_3_nodes_makes_one_token_call_per_cycle() {
         nodes,
         ..
     } = fixture::cluster("g1_steady", &["--expires-in", "4"], 3, tuning).await;
-    let c = Client::new();
-    let key = fixture::bearer();
     let run = Duration::from_secs(60);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for (i, n) in nodes.iter().enumerate() {
-        for w in 0..2 {
-            let (c, url, key) = (c.clone(), n.url(&format!("/a/n{i}/w{w}")), key.clone());
-            workers.push(tokio::spawn(async move {
-                let mut sent = 0u64;
-                while start.elapsed() < run {
-                    let r = c.get(&url, &[("authorization", key.as_str())]).await;
-                    assert_eq!(r.status, 200, "at {:?}: {}", start.elapsed(), r.text());
-                    sent += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                sent
-            }));
-        }
-    }
-    let mut total = 0;
-    for w in workers {
-        total += w.await.expect("worker");
-    }
+    let urls = nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| (0..2).map(move |w| n.url(&format!("/a/n{i}/w{w}"))))
+        .collect();
+    let total = steady_gets(urls, &fixture::bearer(), run, Duration::from_millis(10)).await;
     let stats = mock.stats().await;
     assert_eq!(stats["expired_seen"], 0, "{stats}");
     assert_eq!(stats["rejected"], 0, "{stats}");

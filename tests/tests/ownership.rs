@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rhizome_tests::harness::fixture::{self, Tuning};
-use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::http::{steady_gets, Client};
 use rhizome_tests::harness::ownership::{self, raft_world, RaftWorld, Sampler, POOL};
 use rhizome_tests::harness::secrets::ADMIN_TOKEN;
 use rhizome_tests::harness::wait_for;
@@ -57,29 +57,11 @@ async fn g1_one_token_call_per_credential_per_cycle_and_one_owner_at_every_sampl
     let live = world.live();
     let sampler = Sampler::start(world.admin_bases(&live));
     let run = Duration::from_secs(60);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for n in 0..3 {
-        for p in 1..=POOL {
-            let url = world.nodes[n].url(&format!("/p{p}/n{n}"));
-            let key = fixture::bearer();
-            workers.push(tokio::spawn(async move {
-                let c = Client::new();
-                let mut sent = 0u64;
-                while start.elapsed() < run {
-                    let r = c.get(&url, &[("authorization", key.as_str())]).await;
-                    assert_eq!(r.status, 200, "at {:?}: {}", start.elapsed(), r.text());
-                    sent += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                sent
-            }));
-        }
-    }
-    let mut total = 0;
-    for w in workers {
-        total += w.await.expect("worker");
-    }
+    let urls = (0..3)
+        .flat_map(|n| (1..=POOL).map(move |p| (n, p)))
+        .map(|(n, p)| world.nodes[n].url(&format!("/p{p}/n{n}")))
+        .collect();
+    let total = steady_gets(urls, &fixture::bearer(), run, Duration::from_millis(100)).await;
     let (samples, doubles) = sampler.finish().await;
     assert!(doubles.is_empty(), "two owners at once: {doubles:#?}");
     assert!(samples > 300, "sampled {samples} times");

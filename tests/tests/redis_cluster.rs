@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use rhizome_tests::harness::fixture::{self, OnRedisCluster, Tuning};
-use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::http::{steady_gets, Client};
 use rhizome_tests::harness::secrets::ADMIN_TOKEN;
 use rhizome_tests::harness::secrets::CLIENT_KEY;
 use rhizome_tests::harness::sse::{self, numbers, Reader};
@@ -78,28 +78,13 @@ async fn steady_load_on_3_nodes_on_a_redis_cluster_makes_one_token_call_per_cycl
         mock,
         nodes,
     } = fixture::on_redis_cluster("cluster_g1", &["--expires-in", "4"], 3, tuning).await;
-    let c = Client::new();
-    let key = fixture::bearer();
     let run = Duration::from_secs(20);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for (i, n) in nodes.iter().enumerate() {
-        let (c, url, key) = (c.clone(), n.url(&format!("/a/n{i}")), key.clone());
-        workers.push(tokio::spawn(async move {
-            let mut sent = 0u64;
-            while start.elapsed() < run {
-                let r = c.get(&url, &[("authorization", key.as_str())]).await;
-                assert_eq!(r.status, 200, "at {:?}: {}", start.elapsed(), r.text());
-                sent += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            sent
-        }));
-    }
-    let mut total = 0;
-    for w in workers {
-        total += w.await.expect("worker");
-    }
+    let urls = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.url(&format!("/a/n{i}")))
+        .collect();
+    let total = steady_gets(urls, &fixture::bearer(), run, Duration::from_millis(10)).await;
     let stats = mock.stats().await;
     assert_eq!(stats["expired_seen"], 0, "{stats}");
     assert_eq!(stats["rejected"], 0, "{stats}");
@@ -264,21 +249,12 @@ async fn a_cluster_failover_is_followed_and_the_session_is_served_again() {
 
     let killed = Instant::now();
     master.proc.signal("KILL");
-    let mut unavailable = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !redis.is_master(replica) {
+    let unavailable = mcp::only_fail_fast_until(&n2, || {
         assert!(Instant::now() < deadline, "the replica was never promoted");
-        let r = mcp::call(&n2, None, "initialize").await;
-        match r.status {
-            200 => {}
-            503 => {
-                assert_eq!(r.json()["error"]["code"], "state_store_unavailable");
-                unavailable += 1;
-            }
-            other => panic!("during the failover: {other} {}", r.text()),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        redis.is_master(replica)
+    })
+    .await;
     let promoted = Instant::now();
     wait_for(
         "the session on n2 and a new one on n1 after the promotion",

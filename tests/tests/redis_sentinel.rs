@@ -35,25 +35,6 @@ async fn resumes_whole(node: &Node, last: &str) -> bool {
     status == 200 && numbers(&reader.rest(WAIT).await) == (11..=30).collect::<Vec<_>>()
 }
 
-/// Until `until` answers, a request that needs Redis (a new session) gets
-/// 200 or 503 `state_store_unavailable`; counts the 503s.
-async fn only_fail_fast_until(node: &Node, mut until: impl FnMut() -> bool) -> usize {
-    let mut unavailable = 0;
-    while !until() {
-        let r = mcp::call(node, None, "initialize").await;
-        match r.status {
-            200 => {}
-            503 => {
-                assert_eq!(r.json()["error"]["code"], "state_store_unavailable");
-                unavailable += 1;
-            }
-            other => panic!("during the failover: {other} {}", r.text()),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    unavailable
-}
-
 #[tokio::test]
 async fn nodes_follow_a_promoted_replica_and_serve_sessions_tokens_and_replay_again() {
     let tuning = Tuning {
@@ -104,7 +85,7 @@ async fn nodes_follow_a_promoted_replica_and_serve_sessions_tokens_and_replay_ag
         .expect("the master");
     let killed = Instant::now();
     set.servers[idx].proc.signal("KILL");
-    let failing = only_fail_fast_until(&n2, || set.master_port() == Some(replica_port)).await;
+    let failing = mcp::only_fail_fast_until(&n2, || set.master_port() == Some(replica_port)).await;
     let promoted = Instant::now();
     println!(
         "sentinel promoted the replica {:?} after SIGKILL; {failing} requests answered 503 state_store_unavailable meanwhile",

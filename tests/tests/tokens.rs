@@ -2,10 +2,10 @@
 //! expiry under load, 401 → fresh token → one retry with the body intact,
 //! and failover and cooldown across a credential pool.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhizome_tests::harness::fixture::{self, Tuning};
-use rhizome_tests::harness::http::Client;
+use rhizome_tests::harness::http::{steady_gets, Client};
 use rhizome_tests::harness::{wait_for, Env};
 use serde_json::json;
 
@@ -180,34 +180,9 @@ async fn short_lived_tokens_are_refreshed_ahead_and_never_used_expired() {
         ..Tuning::default()
     };
     let node = fixture::node(&env, "node", &mock, &tuning).await;
-    let c = Client::new();
-    let auth = fixture::bearer();
     let run = Duration::from_secs(60);
-    let start = Instant::now();
-    let mut workers = Vec::new();
-    for w in 0..4 {
-        let (c, url, auth) = (c.clone(), node.url(&format!("/a/w{w}")), auth.clone());
-        workers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < run {
-                let r = c.get(&url, &[("authorization", auth.as_str())]).await;
-                assert_eq!(
-                    r.status,
-                    200,
-                    "request {n} of worker {w} at {:?}: {}",
-                    start.elapsed(),
-                    r.text()
-                );
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for w in workers {
-        total += w.await.expect("worker");
-    }
+    let urls = (0..4).map(|w| node.url(&format!("/a/w{w}"))).collect();
+    let total = steady_gets(urls, &fixture::bearer(), run, Duration::from_millis(5)).await;
     let stats = mock.stats().await;
     assert_eq!(
         stats["expired_seen"], 0,

@@ -199,3 +199,45 @@ pub async fn raw(addr: std::net::SocketAddr, bytes: &[u8], deadline: Duration) -
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Steady load: one worker per URL sends `GET`s with `authorization` until
+/// `run` has passed, pausing `pause` after each, and asserts every answer is
+/// 200. Returns how many were sent in all.
+pub async fn steady_gets(
+    urls: Vec<String>,
+    authorization: &str,
+    run: Duration,
+    pause: Duration,
+) -> u64 {
+    let start = std::time::Instant::now();
+    let workers: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let authorization = authorization.to_owned();
+            tokio::spawn(async move {
+                let c = Client::new();
+                let mut sent = 0u64;
+                while start.elapsed() < run {
+                    let r = c
+                        .get(&url, &[("authorization", authorization.as_str())])
+                        .await;
+                    assert_eq!(
+                        r.status,
+                        200,
+                        "request {sent} to {url} at {:?}: {}",
+                        start.elapsed(),
+                        r.text()
+                    );
+                    sent += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for w in workers {
+        total += w.await.expect("load worker");
+    }
+    total
+}

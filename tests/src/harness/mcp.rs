@@ -45,3 +45,23 @@ pub async fn delete(node: &Node, session: &str) -> Resp {
         .send(Method::DELETE, &node.url(PATH), &h, "")
         .await
 }
+
+/// Until `until` answers, a request that needs Redis (a new session) on
+/// `node` gets 200 or 503 `state_store_unavailable` (a Redis failover);
+/// counts the 503s.
+pub async fn only_fail_fast_until(node: &Node, mut until: impl FnMut() -> bool) -> usize {
+    let mut unavailable = 0;
+    while !until() {
+        let r = call(node, None, "initialize").await;
+        match r.status {
+            200 => {}
+            503 => {
+                assert_eq!(r.json()["error"]["code"], "state_store_unavailable");
+                unavailable += 1;
+            }
+            other => panic!("during the failover: {other} {}", r.text()),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    unavailable
+}

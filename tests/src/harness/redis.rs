@@ -164,35 +164,14 @@ impl Env {
             }
         }
         panic!(
-            "redis-server {name} did not start; logs in {}",
+            "redis-server {name} did not start (is it installed? scripts/test.sh installs it); logs in {}",
             self.dir.display()
         );
     }
 
     /// Starts a private `redis-server` (retrying if its port was taken meanwhile).
     pub async fn redis(&self) -> RedisServer {
-        let dir = self.path("redis-data");
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        for attempt in 0..5 {
-            // One log file per start, so a wait for "ready" never sees an old line.
-            let log = self.path(&format!("redis-{attempt}.log"));
-            let port = free_port();
-            if let Some(proc) = spawn(port, &dir, &log).await {
-                return RedisServer {
-                    proc,
-                    port,
-                    dir,
-                    env_dir: self.dir.clone(),
-                    starts: 1,
-                    tls: None,
-                    listen: vec!["--port".into(), port.to_string()],
-                };
-            }
-        }
-        panic!(
-            "redis-server did not start (is it installed? scripts/test.sh installs it); logs in {}",
-            self.dir.display()
-        );
+        self.redis_in("redis-data", &[]).await
     }
 }
 
