@@ -14,6 +14,7 @@ use rhizome_tests::harness::{mcp, Env};
 use serde_json::json;
 
 use crate::load::{self, HttpClient, Limits, Outcome, Target};
+use crate::report::outcome_cells;
 
 /// What the scenario measured.
 #[derive(Debug)]
@@ -98,13 +99,6 @@ pub async fn run(client: &HttpClient, sessions: u32, limits: Limits) -> anyhow::
     })
 }
 
-fn ms(d: Option<std::time::Duration>) -> String {
-    d.map_or_else(
-        || "-".to_owned(),
-        |d| format!("{:.3}", d.as_secs_f64() * 1e3),
-    )
-}
-
 /// The Markdown section.
 pub fn render(m: &McpRun, limits: Limits) -> String {
     let mut s = String::new();
@@ -126,16 +120,7 @@ pub fn render(m: &McpRun, limits: Limits) -> String {
     );
     let _ = writeln!(s, "| requests | failed | req/s | p50 ms | p99 ms |");
     let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
-    let _ = writeln!(
-        s,
-        "| {}{} | {} | {:.0} | {} | {} |",
-        o.requests,
-        if o.time_limited { "*" } else { "" },
-        o.errors,
-        o.rate(),
-        ms(o.quantile(0.5)),
-        ms(o.quantile(0.99)),
-    );
+    let _ = writeln!(s, "| {} |", outcome_cells(o));
     let _ = writeln!(
         s,
         "\nfailed: non-2xx answers, transport errors and timeouts. \\* = stopped by the \

@@ -30,10 +30,24 @@ pub struct Facts {
     pub secret_findings: usize,
 }
 
-fn ms(d: Option<Duration>) -> String {
+pub(crate) fn ms(d: Option<Duration>) -> String {
     d.map_or_else(
         || "-".to_owned(),
         |d| format!("{:.3}", d.as_secs_f64() * 1e3),
+    )
+}
+
+/// An outcome's table cells: `requests[*] | errors | req/s | p50 ms | p99 ms`
+/// (`*`: the time limit ended the phase).
+pub(crate) fn outcome_cells(o: &Outcome) -> String {
+    format!(
+        "{}{} | {} | {:.0} | {} | {}",
+        o.requests,
+        if o.time_limited { "*" } else { "" },
+        o.errors,
+        o.rate(),
+        ms(o.quantile(0.5)),
+        ms(o.quantile(0.99)),
     )
 }
 
@@ -96,18 +110,8 @@ pub fn render(facts: &Facts, outcomes: &[Outcome], sse: &SseOutcome) -> String {
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     let mut any_limited = false;
     for o in outcomes {
-        let mark = if o.time_limited { "*" } else { "" };
         any_limited |= o.time_limited;
-        let _ = writeln!(
-            s,
-            "| {} | {}{mark} | {} | {:.0} | {} | {} |",
-            o.name,
-            o.requests,
-            o.errors,
-            o.rate(),
-            ms(o.quantile(0.5)),
-            ms(o.quantile(0.99)),
-        );
+        let _ = writeln!(s, "| {} | {} |", o.name, outcome_cells(o));
     }
     let _ = writeln!(s);
     let _ = writeln!(

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use clap::ValueEnum;
 
 use crate::load::Outcome;
-use crate::report::Facts;
+use crate::report::{outcome_cells, Facts};
 
 /// A named scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,13 +42,6 @@ pub fn post_body() -> Bytes {
     Bytes::from(format!("{head}{pad}{tail}"))
 }
 
-fn ms(d: Option<std::time::Duration>) -> String {
-    d.map_or_else(
-        || "-".to_owned(),
-        |d| format!("{:.3}", d.as_secs_f64() * 1e3),
-    )
-}
-
 /// The section of a direct-versus-node pair.
 pub fn http_section(title: &str, what: &str, direct: &Outcome, node: &Outcome) -> String {
     let mut s = String::new();
@@ -57,16 +50,7 @@ pub fn http_section(title: &str, what: &str, direct: &Outcome, node: &Outcome) -
     let _ = writeln!(s, "| path | requests | errors | req/s | p50 ms | p99 ms |");
     let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for (label, o) in [("direct", direct), ("node", node)] {
-        let _ = writeln!(
-            s,
-            "| {label} | {}{} | {} | {:.0} | {} | {} |",
-            o.requests,
-            if o.time_limited { "*" } else { "" },
-            o.errors,
-            o.rate(),
-            ms(o.quantile(0.5)),
-            ms(o.quantile(0.99)),
-        );
+        let _ = writeln!(s, "| {label} | {} |", outcome_cells(o));
     }
     let ratio = if direct.rate() > 0.0 {
         format!("{:.2}", node.rate() / direct.rate())

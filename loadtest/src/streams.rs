@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::load::{quantile, HttpClient, Target};
 use crate::memory::status_kib;
+use crate::report::ms;
 use crate::sse::{self, SseOutcome};
 
 /// Streams being opened at once (so 10,000 opens do not overflow a backlog).
@@ -321,13 +322,6 @@ async fn post(client: &HttpClient, url: &Uri) -> anyhow::Result<()> {
         bail!("mock control answered {status}");
     }
     Ok(())
-}
-
-fn ms(d: Option<Duration>) -> String {
-    d.map_or_else(
-        || "-".to_owned(),
-        |d| format!("{:.3}", d.as_secs_f64() * 1e3),
-    )
 }
 
 fn kib(v: Option<f64>) -> String {
